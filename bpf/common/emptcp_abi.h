@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * emptcp_abi.h - the chain context and table layouts shared by every emptcp
+ * BPF object and mirrored (and checked) by core/emptcp/abi.py.
+ *
+ * This header has one job: define bytes.  No maps, no helpers.  Bit fields
+ * are spelled as explicit masks (not C bit fields) because C leaves bit-field
+ * order to the compiler and Python must agree with it.  See docs/abi.md.
+ */
+#ifndef EMPTCP_ABI_H
+#define EMPTCP_ABI_H
+
+#include <linux/types.h>
+
+#define EMPTCP_ABI_VERSION	1
+
+#define EMPTCP_MAX_GEN		4	/* generations of tables; one is active */
+#define EMPTCP_MAX_HOOKS	32	/* (ifindex, kind) attachments */
+#define EMPTCP_MAX_POLICIES	128	/* per hook, priority ordered */
+#define EMPTCP_MAX_STAGES	8	/* selectors per policy, and actions per policy */
+#define EMPTCP_SLOTS_PER_GEN	256	/* prog-array slots per generation; slot 0 = end */
+#define EMPTCP_PARAM_SIZE	64	/* by-reference parameter blob */
+#define EMPTCP_MAX_PARAMS	4096	/* entries of emptcp_params */
+/* the kernel allows 33 tail calls; entry->stage0 is the first one, so the
+ * stages a packet runs (selectors evaluated + actions) must be <= 32 */
+#define EMPTCP_MAX_TAIL_CALLS	32
+
+/* hook kinds (key of emptcp_hooks, and ctx byte1 bits 5-6) */
+#define EMPTCP_KIND_XDP		0
+#define EMPTCP_KIND_TC_INGRESS	1
+#define EMPTCP_KIND_TC_EGRESS	2
+
+/* phases (ctx byte0 bit 1) */
+#define EMPTCP_PHASE_SEL	0
+#define EMPTCP_PHASE_ACT	1
+
+/* ---- the chain context: 20 bytes, XDP data_meta or TC skb->cb[0..4] ---- */
+
+/* byte0: abi:4 (bits 7-4) | gen:2 (bits 3-2) | phase:1 (bit 1) | acc:1 (bit 0) */
+#define EMPTCP_B0_ABI_SHIFT	4
+#define EMPTCP_B0_GEN_SHIFT	2
+#define EMPTCP_B0_GEN_MASK	0x0c
+#define EMPTCP_B0_PHASE		0x02
+#define EMPTCP_B0_ACC		0x01
+/* byte1: hook_id:5 (bits 4-0) | kind:2 (bits 6-5) | reserved:1 (bit 7).
+ * The kind is in the context because a stage shared by TC ingress and egress
+ * must know the direction to tell "local" from "remote" addresses. */
+#define EMPTCP_B1_HOOK_MASK	0x1f
+#define EMPTCP_B1_KIND_SHIFT	5
+#define EMPTCP_B1_KIND_MASK	0x60
+
+/* stage param byte: REF:1 (bit 7) | OR:1 (bit 6) | imm:6 (bits 5-0) */
+#define EMPTCP_P_REF		0x80	/* parameter is the 64-byte blob in emptcp_params */
+#define EMPTCP_P_OR		0x40	/* selectors: acc = acc OR this (else AND) */
+#define EMPTCP_P_IMM_MASK	0x3f
+
+struct emptcp_stage {
+	__u8 slot;	/* 0 = end of chain; 1..255 = slot in this generation */
+	__u8 param;	/* EMPTCP_P_* */
+};
+
+struct emptcp_ctx {
+	__u8 b0;	/* abi | gen | phase | acc */
+	__u8 hook;	/* hook_id | kind */
+	__u8 policy;	/* index of the current policy in the hook's list */
+	__u8 cur;	/* index of the current stage in stages[] */
+	struct emptcp_stage stages[EMPTCP_MAX_STAGES];
+};
+
+/* ---- tables (map values and keys) ---- */
+
+struct emptcp_state {
+	__u32 active_gen;	/* the one index flipped by an apply */
+	__u32 abi_version;	/* EMPTCP_ABI_VERSION of the control plane that wrote it */
+};
+
+struct emptcp_hook_key {
+	__u32 ifindex;
+	__u32 kind;		/* EMPTCP_KIND_* */
+};
+
+struct emptcp_hook_val {
+	__u32 hook_id;		/* 0..EMPTCP_MAX_HOOKS-1 */
+};
+
+/* n_sel == 0 && n_act == 0: no policy here, end of the hook's list */
+struct emptcp_policy {
+	__u8 n_sel;
+	__u8 n_act;
+	__u16 policy_uid;	/* control plane's id, copied into events */
+	__u8 sel_slot[EMPTCP_MAX_STAGES];
+	__u8 sel_param[EMPTCP_MAX_STAGES];
+	__u8 act_slot[EMPTCP_MAX_STAGES];
+	__u8 act_param[EMPTCP_MAX_STAGES];
+};
+
+struct emptcp_param {
+	__u8 data[EMPTCP_PARAM_SIZE];
+};
+
+struct emptcp_stage_stat {
+	__u64 packets;
+	__u64 bytes;
+	__u64 missed_tail_calls;
+};
+
+struct emptcp_hook_stat {
+	__u64 packets;		/* seen by the entry with a known hook */
+	__u64 matched;		/* a policy matched, its actions started */
+	__u64 unmatched;	/* the policy list ended without a match */
+	__u64 missed_tail_calls;/* any failed bpf_tail_call on this hook */
+	__u64 errors;		/* bad context, missing parameter blob, ... */
+};
+
+/* table indices (the same formulas live in abi.py) */
+#define EMPTCP_POLICY_IDX(gen, hook, pol) \
+	((((__u32)(gen)) * EMPTCP_MAX_HOOKS + (hook)) * EMPTCP_MAX_POLICIES + (pol))
+#define EMPTCP_PARAM_KEY(gen, hook, pol, phase, stage) \
+	(EMPTCP_POLICY_IDX(gen, hook, pol) * 16 + (phase) * 8 + (stage))
+#define EMPTCP_STAGE_STAT_IDX(hook, pol, phase, stage) \
+	((((__u32)(hook)) * EMPTCP_MAX_POLICIES + (pol)) * 16 + (phase) * 8 + (stage))
+#define EMPTCP_PROG_KEY(gen, slot) (((__u32)(gen)) * EMPTCP_SLOTS_PER_GEN + (slot))
+
+/* ---- events (ring buffer emptcp_events) ---- */
+
+#define EMPTCP_EV_ADD_SUBFLOW	1	/* payload: struct emptcp_ev_tuple */
+#define EMPTCP_EV_MPTCP_OPT	2	/* payload: struct emptcp_ev_mptcp_opt */
+#define EMPTCP_EV_LOG		3	/* payload: struct emptcp_ev_log */
+
+struct emptcp_event_hdr {
+	__u32 type;		/* EMPTCP_EV_* */
+	__u32 hook_id;
+	__u16 policy;		/* policy index in the hook's list */
+	__u8 stage;
+	__u8 phase;
+	__u32 len;		/* payload bytes after this header */
+};
+
+/* a connection as seen in the packet (not "local/remote": src/dst) */
+struct emptcp_ev_tuple {
+	__u8 family;		/* 4 or 6 */
+	__u8 proto;		/* IPPROTO_TCP */
+	__u16 sport;		/* network order */
+	__u16 dport;		/* network order */
+	__u8 kind;		/* EMPTCP_KIND_* of the hook */
+	__u8 pad;
+	__u8 saddr[16];		/* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+struct emptcp_ev_mptcp_opt {
+	struct emptcp_ev_tuple tuple;
+	__u8 subtype;
+	__u8 len;		/* bytes valid in opt[] */
+	__u8 pad[2];
+	__u8 opt[40];		/* the option, kind byte first */
+};
+
+struct emptcp_ev_log {
+	__u64 value[4];
+};
+
+#endif /* EMPTCP_ABI_H */

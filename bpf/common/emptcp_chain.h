@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * emptcp_chain.h - the policy-chain runtime: reading/writing the 20-byte
+ * context (XDP data_meta / TC skb->cb), walking stages with tail calls,
+ * counting, and the plugin-facing macros:
+ *
+ *   SELECTOR_PRE_SEC / SELECTOR_POST_SEC   a selector sets MATCH (0/1)
+ *   ACTION_PRE_SEC   / ACTION_POST_SEC     an action edits the packet
+ *
+ * The macros are hook-generic: they dispatch on the C type of the program's
+ * argument, which must be called `ctx` (struct xdp_md * or struct __sk_buff *).
+ * Between PRE and POST the body sees:
+ *   data, data_end    packet pointers (re-read them after resizing)
+ *   PARAM             the stage's immediate parameter (0..63)
+ *   BLOB              const __u8 * to the 64-byte parameter blob, or NULL
+ *                     when the parameter is immediate
+ *   EMPTCP_ENV        struct emptcp_env: gen, hook, kind, policy, stage, ...
+ *   MATCH             (selectors) set to non-zero when the packet matches
+ *   EMPTCP_NEXT       statement: leave the body, continue the chain
+ * A terminal action just returns a verdict (EMPTCP_DROP(ctx), ...).
+ */
+#ifndef EMPTCP_CHAIN_H
+#define EMPTCP_CHAIN_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "emptcp_abi.h"
+#include "emptcp_maps.h"
+
+_Static_assert(sizeof(struct emptcp_ctx) == 20, "context must fit skb->cb (20 bytes)");
+_Static_assert(sizeof(struct emptcp_ctx) <= 32, "context must fit XDP data_meta");
+_Static_assert(sizeof(struct emptcp_ctx) % 4 == 0, "XDP metadata grows in 4-byte steps");
+
+/* decoded view of the context plus the stage's parameter */
+struct emptcp_env {
+	struct emptcp_ctx c;
+	const __u8 *blob;	/* NULL unless the parameter is REF */
+	__u32 gen, hook, kind, policy, phase, stage;
+	__u8 param;		/* raw param byte */
+	__u8 imm;		/* param & EMPTCP_P_IMM_MASK */
+};
+
+static __always_inline __u8 emptcp_b0(__u32 gen, __u32 phase, __u32 acc)
+{
+	return (EMPTCP_ABI_VERSION << EMPTCP_B0_ABI_SHIFT) |
+	       ((gen << EMPTCP_B0_GEN_SHIFT) & EMPTCP_B0_GEN_MASK) |
+	       (phase ? EMPTCP_B0_PHASE : 0) | (acc ? EMPTCP_B0_ACC : 0);
+}
+
+static __always_inline void emptcp_hook_count(__u32 hook, int field)
+{
+	struct emptcp_hook_stat *s;
+
+	if (hook >= EMPTCP_MAX_HOOKS)
+		return;
+	s = bpf_map_lookup_elem(&emptcp_hook_stats, &hook);
+	if (!s)
+		return;
+	/* per-CPU values: plain increments are enough */
+	switch (field) {
+	case 0: s->packets++; break;
+	case 1: s->matched++; break;
+	case 2: s->unmatched++; break;
+	case 3: s->missed_tail_calls++; break;
+	default: s->errors++; break;
+	}
+}
+#define EMPTCP_HS_PACKETS	0
+#define EMPTCP_HS_MATCHED	1
+#define EMPTCP_HS_UNMATCHED	2
+#define EMPTCP_HS_MISSED	3
+#define EMPTCP_HS_ERRORS	4
+
+static __always_inline struct emptcp_stage_stat *
+emptcp_stage_stat(__u32 hook, __u32 pol, __u32 phase, __u32 stage)
+{
+	__u32 idx = EMPTCP_STAGE_STAT_IDX(hook & (EMPTCP_MAX_HOOKS - 1),
+					  pol & (EMPTCP_MAX_POLICIES - 1),
+					  phase & 1, stage & 7);
+
+	return bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
+}
+
+/* A failed tail call is never silent: count it on the stage that should
+ * have run and on the hook.  The caller then returns the pass verdict. */
+static __always_inline void emptcp_count_missed(const struct emptcp_ctx *c)
+{
+	__u32 hook = c->hook & EMPTCP_B1_HOOK_MASK;
+	__u32 phase = (c->b0 & EMPTCP_B0_PHASE) ? 1 : 0;
+	struct emptcp_stage_stat *s;
+
+	s = emptcp_stage_stat(hook, c->policy, phase, c->cur);
+	if (s)
+		s->missed_tail_calls++;
+	emptcp_hook_count(hook, EMPTCP_HS_MISSED);
+}
+
+/* Load policy `pol` of (gen, hook) into the context.
+ * Returns 0: no policy (end of list); 1: selector stages loaded;
+ *         2: action stages loaded (policy without selectors matches all). */
+static __always_inline int emptcp_policy_enter(struct emptcp_ctx *c, __u32 gen,
+					       __u32 hook, __u32 kind, __u32 pol)
+{
+	struct emptcp_policy *p;
+	__u32 idx, i, n;
+	int sel;
+
+	if (pol >= EMPTCP_MAX_POLICIES)
+		return 0;
+	idx = EMPTCP_POLICY_IDX(gen & (EMPTCP_MAX_GEN - 1), hook & (EMPTCP_MAX_HOOKS - 1), pol);
+	p = bpf_map_lookup_elem(&emptcp_policies, &idx);
+	if (!p || (p->n_sel == 0 && p->n_act == 0))
+		return 0;
+	sel = p->n_sel != 0;
+	n = sel ? p->n_sel : p->n_act;
+	c->b0 = emptcp_b0(gen, !sel, 0);
+	c->hook = (hook & EMPTCP_B1_HOOK_MASK) | ((kind << EMPTCP_B1_KIND_SHIFT) & EMPTCP_B1_KIND_MASK);
+	c->policy = pol;
+	c->cur = 0;
+#pragma unroll
+	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
+		c->stages[i].slot = i < n ? (sel ? p->sel_slot[i] : p->act_slot[i]) : 0;
+		c->stages[i].param = i < n ? (sel ? p->sel_param[i] : p->act_param[i]) : 0;
+	}
+	return sel ? 1 : 2;
+}
+
+/* Switch the context of a matched policy to its action stages.
+ * Returns 0 when the policy has no actions (chain ends with pass). */
+static __always_inline int emptcp_enter_actions(struct emptcp_ctx *c, __u32 gen,
+						__u32 hook, __u32 pol)
+{
+	struct emptcp_policy *p;
+	__u32 idx, i, n;
+
+	idx = EMPTCP_POLICY_IDX(gen & (EMPTCP_MAX_GEN - 1), hook & (EMPTCP_MAX_HOOKS - 1),
+				pol & (EMPTCP_MAX_POLICIES - 1));
+	p = bpf_map_lookup_elem(&emptcp_policies, &idx);
+	if (!p || p->n_act == 0)
+		return 0;
+	n = p->n_act;
+	c->b0 = emptcp_b0(gen, 1, 0);
+	c->cur = 0;
+#pragma unroll
+	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
+		c->stages[i].slot = i < n ? p->act_slot[i] : 0;
+		c->stages[i].param = i < n ? p->act_param[i] : 0;
+	}
+	return 1;
+}
+
+/* Decode + validate the context, fetch the parameter, count the stage.
+ * 0 on success, -1 when the stage must bail out with the pass verdict. */
+static __always_inline int emptcp_env_init(struct emptcp_env *e, __u32 phase, __u64 bytes)
+{
+	struct emptcp_ctx *c = &e->c;
+	struct emptcp_stage_stat *s;
+	__u32 key;
+
+	e->hook = c->hook & EMPTCP_B1_HOOK_MASK;
+	if ((c->b0 >> EMPTCP_B0_ABI_SHIFT) != EMPTCP_ABI_VERSION)
+		goto bad;
+	e->gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
+	e->phase = (c->b0 & EMPTCP_B0_PHASE) ? 1 : 0;
+	e->kind = (c->hook & EMPTCP_B1_KIND_MASK) >> EMPTCP_B1_KIND_SHIFT;
+	e->policy = c->policy;
+	e->stage = c->cur;
+	if (e->phase != phase || e->stage >= EMPTCP_MAX_STAGES ||
+	    e->policy >= EMPTCP_MAX_POLICIES)
+		goto bad;
+	e->param = c->stages[e->stage & 7].param;
+	e->imm = e->param & EMPTCP_P_IMM_MASK;
+	e->blob = NULL;
+	if (e->param & EMPTCP_P_REF) {
+		key = EMPTCP_PARAM_KEY(e->gen, e->hook, e->policy, e->phase, e->stage);
+		e->blob = bpf_map_lookup_elem(&emptcp_params, &key);
+		if (!e->blob)
+			goto bad;	/* control-plane bug: count it, don't guess */
+	}
+	s = emptcp_stage_stat(e->hook, e->policy, e->phase, e->stage);
+	if (s) {
+		s->packets++;
+		s->bytes += bytes;
+	}
+	return 0;
+bad:
+	emptcp_hook_count(e->hook, EMPTCP_HS_ERRORS);
+	return -1;
+}
+
+/* Combine a selector result into acc (left fold, no precedence) and skip the
+ * following selectors that cannot change it (OR after true, AND after false).
+ * Returns the index of the next selector to run, or EMPTCP_MAX_STAGES when
+ * the selectors are exhausted; *acc gets the accumulated result. */
+static __always_inline __u32 emptcp_sel_fold(struct emptcp_env *e, int match, int *accp)
+{
+	struct emptcp_ctx *c = &e->c;
+	int acc = (c->b0 & EMPTCP_B0_ACC) ? 1 : 0;
+	int res = match ? 1 : 0;
+	__u32 i;
+
+	if (e->stage == 0)
+		acc = res;
+	else if (e->param & EMPTCP_P_OR)
+		acc = acc | res;
+	else
+		acc = acc & res;
+	*accp = acc;
+#pragma unroll
+	for (i = 1; i < EMPTCP_MAX_STAGES; i++) {
+		__u8 p;
+
+		if (i <= e->stage)
+			continue;
+		if (c->stages[i].slot == 0)
+			return EMPTCP_MAX_STAGES;
+		p = c->stages[i].param;
+		if (((p & EMPTCP_P_OR) && acc) || (!(p & EMPTCP_P_OR) && !acc))
+			continue;	/* cannot change acc: short-circuit */
+		return i;
+	}
+	return EMPTCP_MAX_STAGES;
+}
+
+/* what a selector's POST does next; shared by XDP and TC */
+#define EMPTCP_GO_TAIL	1	/* tail-call c->stages[c->cur] */
+#define EMPTCP_GO_PASS	0	/* end: pass verdict */
+static __always_inline int emptcp_sel_next(struct emptcp_env *e, int match)
+{
+	struct emptcp_ctx *c = &e->c;
+	int acc, r;
+	__u32 next = emptcp_sel_fold(e, match, &acc);
+
+	if (next < EMPTCP_MAX_STAGES) {
+		c->b0 = emptcp_b0(e->gen, 0, acc);
+		c->cur = next;
+		return EMPTCP_GO_TAIL;
+	}
+	if (acc) {
+		emptcp_hook_count(e->hook, EMPTCP_HS_MATCHED);
+		return emptcp_enter_actions(c, e->gen, e->hook, e->policy) ? EMPTCP_GO_TAIL
+									   : EMPTCP_GO_PASS;
+	}
+	r = emptcp_policy_enter(c, e->gen, e->hook, e->kind, e->policy + 1);
+	if (r == 0) {
+		emptcp_hook_count(e->hook, EMPTCP_HS_UNMATCHED);
+		return EMPTCP_GO_PASS;
+	}
+	if (r == 2)
+		emptcp_hook_count(e->hook, EMPTCP_HS_MATCHED);
+	return EMPTCP_GO_TAIL;
+}
+
+static __always_inline int emptcp_act_next(struct emptcp_env *e)
+{
+	struct emptcp_ctx *c = &e->c;
+	__u32 next = e->stage + 1;
+
+	if (next >= EMPTCP_MAX_STAGES || c->stages[next & 7].slot == 0)
+		return EMPTCP_GO_PASS;
+	c->cur = next;
+	return EMPTCP_GO_TAIL;
+}
+
+/* ------------------------------ XDP ------------------------------------ */
+
+static __always_inline int emptcp_xdp_ctx_load(struct xdp_md *ctx, struct emptcp_ctx *c)
+{
+	void *data = (void *)(long)ctx->data;
+	void *meta = (void *)(long)ctx->data_meta;
+
+	if (meta + sizeof(*c) > data)
+		return -1;
+	__builtin_memcpy(c, meta, sizeof(*c));
+	return 0;
+}
+
+static __always_inline int emptcp_xdp_ctx_store(struct xdp_md *ctx, const struct emptcp_ctx *c)
+{
+	void *data = (void *)(long)ctx->data;
+	void *meta = (void *)(long)ctx->data_meta;
+
+	if (meta + sizeof(*c) > data)
+		return -1;
+	__builtin_memcpy(meta, c, sizeof(*c));
+	return 0;
+}
+
+/* store the context and tail-call its current stage; returns only on failure */
+static __always_inline int emptcp_xdp_tail(struct xdp_md *ctx, struct emptcp_ctx *c)
+{
+	__u32 gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
+
+	if (emptcp_xdp_ctx_store(ctx, c) == 0)
+		bpf_tail_call(ctx, &emptcp_xdp_progs,
+			      EMPTCP_PROG_KEY(gen, c->stages[c->cur & 7].slot));
+	emptcp_count_missed(c);
+	return XDP_PASS;
+}
+
+static __always_inline int emptcp_xdp_pre(struct xdp_md *ctx, struct emptcp_env *e, __u32 phase)
+{
+	if (emptcp_xdp_ctx_load(ctx, &e->c) < 0) {
+		emptcp_hook_count(EMPTCP_MAX_HOOKS, EMPTCP_HS_ERRORS);	/* no hook known */
+		return -1;
+	}
+	return emptcp_env_init(e, phase, ctx->data_end - ctx->data);
+}
+
+static __always_inline int emptcp_xdp_sel_post(struct xdp_md *ctx, struct emptcp_env *e, int match)
+{
+	if (emptcp_sel_next(e, match) == EMPTCP_GO_TAIL)
+		return emptcp_xdp_tail(ctx, &e->c);
+	return XDP_PASS;
+}
+
+static __always_inline int emptcp_xdp_act_post(struct xdp_md *ctx, struct emptcp_env *e)
+{
+	if (emptcp_act_next(e) == EMPTCP_GO_TAIL)
+		return emptcp_xdp_tail(ctx, &e->c);
+	return XDP_PASS;
+}
+
+/* ------------------------------ TC ------------------------------------- */
+
+static __always_inline void emptcp_tc_ctx_load(struct __sk_buff *skb, struct emptcp_ctx *c)
+{
+	__u32 *w = (__u32 *)c;
+
+	w[0] = skb->cb[0];
+	w[1] = skb->cb[1];
+	w[2] = skb->cb[2];
+	w[3] = skb->cb[3];
+	w[4] = skb->cb[4];
+}
+
+static __always_inline void emptcp_tc_ctx_store(struct __sk_buff *skb, const struct emptcp_ctx *c)
+{
+	const __u32 *w = (const __u32 *)c;
+
+	skb->cb[0] = w[0];
+	skb->cb[1] = w[1];
+	skb->cb[2] = w[2];
+	skb->cb[3] = w[3];
+	skb->cb[4] = w[4];
+}
+
+static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_ctx *c)
+{
+	__u32 gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
+
+	emptcp_tc_ctx_store(skb, c);
+	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[c->cur & 7].slot));
+	emptcp_count_missed(c);
+	return TC_ACT_OK;
+}
+
+/* TC stages parse with direct packet access: make sure the headers are in
+ * the linear part (a no-op for the usual case) */
+#define EMPTCP_TC_PULL_LEN 128
+static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_env *e, __u32 phase)
+{
+	__u32 want = skb->len < EMPTCP_TC_PULL_LEN ? skb->len : EMPTCP_TC_PULL_LEN;
+
+	if (skb->data + want > skb->data_end)
+		bpf_skb_pull_data(skb, want);
+	emptcp_tc_ctx_load(skb, &e->c);
+	return emptcp_env_init(e, phase, skb->len);
+}
+
+static __always_inline int emptcp_tc_sel_post(struct __sk_buff *skb, struct emptcp_env *e, int match)
+{
+	if (emptcp_sel_next(e, match) == EMPTCP_GO_TAIL)
+		return emptcp_tc_tail(skb, &e->c);
+	return TC_ACT_OK;
+}
+
+static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct emptcp_env *e)
+{
+	if (emptcp_act_next(e) == EMPTCP_GO_TAIL)
+		return emptcp_tc_tail(skb, &e->c);
+	return TC_ACT_OK;
+}
+
+/* --------------------- hook-generic plugin macros ---------------------- */
+
+#define EMPTCP_IS_XDP(ctx) _Generic((ctx), struct xdp_md *: 1, struct __sk_buff *: 0)
+#define EMPTCP_PASS(ctx) _Generic((ctx), struct xdp_md *: XDP_PASS, struct __sk_buff *: TC_ACT_OK)
+#define EMPTCP_DROP(ctx) _Generic((ctx), struct xdp_md *: XDP_DROP, struct __sk_buff *: TC_ACT_SHOT)
+#define EMPTCP_REDIRECT(ctx, ifindex) bpf_redirect((ifindex), 0)	/* XDP_REDIRECT / TC_ACT_REDIRECT */
+#define EMPTCP_PRE(ctx, e, phase) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_pre, struct __sk_buff *: emptcp_tc_pre)(ctx, e, phase)
+#define EMPTCP_SEL_POST(ctx, e, m) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_sel_post, struct __sk_buff *: emptcp_tc_sel_post)(ctx, e, m)
+#define EMPTCP_ACT_POST(ctx, e) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_act_post, struct __sk_buff *: emptcp_tc_act_post)(ctx, e)
+#define EMPTCP_DATA(ctx) ((void *)(long)(ctx)->data)
+#define EMPTCP_DATA_END(ctx) ((void *)(long)(ctx)->data_end)
+/* "local" side of the packet: destination on ingress (XDP, tc-ingress),
+ * source on egress */
+#define EMPTCP_IS_EGRESS(env) ((env).kind == EMPTCP_KIND_TC_EGRESS)
+
+#define __EMPTCP_STAGE_PRE(phase) \
+	struct emptcp_env EMPTCP_ENV; \
+	if (EMPTCP_PRE(ctx, &EMPTCP_ENV, phase) < 0) \
+		return EMPTCP_PASS(ctx); \
+	const __u8 PARAM __attribute__((unused)) = EMPTCP_ENV.imm; \
+	const __u8 *BLOB __attribute__((unused)) = EMPTCP_ENV.blob; \
+	void *data __attribute__((unused)) = EMPTCP_DATA(ctx); \
+	void *data_end __attribute__((unused)) = EMPTCP_DATA_END(ctx);
+
+#define EMPTCP_NEXT goto emptcp_post
+
+#define SELECTOR_PRE_SEC \
+	int MATCH = 0; \
+	__EMPTCP_STAGE_PRE(EMPTCP_PHASE_SEL)
+
+#define SELECTOR_POST_SEC \
+emptcp_post: __attribute__((unused)); \
+	return EMPTCP_SEL_POST(ctx, &EMPTCP_ENV, MATCH);
+
+#define ACTION_PRE_SEC __EMPTCP_STAGE_PRE(EMPTCP_PHASE_ACT)
+
+#define ACTION_POST_SEC \
+emptcp_post: __attribute__((unused)); \
+	return EMPTCP_ACT_POST(ctx, &EMPTCP_ENV);
+
+/* the seed's names, for XDP-only code */
+#define XDP_SELECTOR_PRE_SEC	SELECTOR_PRE_SEC
+#define XDP_SELECTOR_POST_SEC	SELECTOR_POST_SEC
+#define XDP_ACTION_PRE_SEC	ACTION_PRE_SEC
+#define XDP_ACTION_POST_SEC	ACTION_POST_SEC
+#define TC_SELECTOR_PRE_SEC	SELECTOR_PRE_SEC
+#define TC_SELECTOR_POST_SEC	SELECTOR_POST_SEC
+#define TC_ACTION_PRE_SEC	ACTION_PRE_SEC
+#define TC_ACTION_POST_SEC	ACTION_POST_SEC
+
+/* Define the XDP and TC programs of a selector whose body does not depend on
+ * the hook: `static __always_inline int fn(void *data, void *data_end,
+ * struct emptcp_env *env)` returns non-zero on match. */
+#define EMPTCP_SELECTOR(name, fn) \
+SEC("xdp") int emptcp_##name##_xdp(struct xdp_md *ctx) \
+{ \
+	SELECTOR_PRE_SEC \
+	MATCH = fn(data, data_end, &EMPTCP_ENV); \
+	SELECTOR_POST_SEC \
+} \
+SEC("tc") int emptcp_##name##_tc(struct __sk_buff *ctx) \
+{ \
+	SELECTOR_PRE_SEC \
+	MATCH = fn(data, data_end, &EMPTCP_ENV); \
+	SELECTOR_POST_SEC \
+}
+
+#endif /* EMPTCP_CHAIN_H */

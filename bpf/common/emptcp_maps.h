@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * emptcp_maps.h - the shared maps.  Every emptcp object (entry, built-ins,
+ * plugins) includes this header so that each object *declares* every map;
+ * the Python loader creates them once, pins them under its pin root and hands
+ * the same fds to every object with bpf_map__reuse_fd.  Hence: no libbpf
+ * pinning attribute here, and never change a definition without bumping
+ * EMPTCP_ABI_VERSION (reuse_fd does not check compatibility).
+ */
+#ifndef EMPTCP_MAPS_H
+#define EMPTCP_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "emptcp_abi.h"
+
+/* tail-call tables, key = gen * 256 + slot; XDP and TC programs cannot share
+ * one prog array (the kernel pins a prog array to one program type) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_SLOTS_PER_GEN);
+	__type(key, __u32);
+	__type(value, __u32);
+} emptcp_xdp_progs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_SLOTS_PER_GEN);
+	__type(key, __u32);
+	__type(value, __u32);
+} emptcp_tc_progs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct emptcp_state);
+} emptcp_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EMPTCP_MAX_HOOKS);
+	__type(key, struct emptcp_hook_key);
+	__type(value, struct emptcp_hook_val);
+} emptcp_hooks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_MAX_HOOKS * EMPTCP_MAX_POLICIES);
+	__type(key, __u32);
+	__type(value, struct emptcp_policy);
+} emptcp_policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EMPTCP_MAX_PARAMS);
+	__type(key, __u32);
+	__type(value, struct emptcp_param);
+} emptcp_params SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_HOOKS * EMPTCP_MAX_POLICIES * 16);
+	__type(key, __u32);
+	__type(value, struct emptcp_stage_stat);
+} emptcp_stage_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_HOOKS);
+	__type(key, __u32);
+	__type(value, struct emptcp_hook_stat);
+} emptcp_hook_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} emptcp_events SEC(".maps");
+
+#endif /* EMPTCP_MAPS_H */

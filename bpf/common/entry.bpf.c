@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * entry.bpf.c - the programs attached to interfaces.  Each one maps its
+ * attachment to a hook id, snapshots the active generation (so a packet runs
+ * one generation start to finish), writes the chain context for policy 0 and
+ * tail-calls its first stage.  Anything unexpected -> pass verdict, counted.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "emptcp_chain.h"
+
+/* hook id of (ifindex, kind) or -1 */
+static __always_inline int emptcp_hook_of(__u32 ifindex, __u32 kind)
+{
+	struct emptcp_hook_key key = { .ifindex = ifindex, .kind = kind };
+	struct emptcp_hook_val *v = bpf_map_lookup_elem(&emptcp_hooks, &key);
+
+	if (!v || v->hook_id >= EMPTCP_MAX_HOOKS)
+		return -1;
+	return v->hook_id;
+}
+
+static __always_inline __u32 emptcp_active_gen(void)
+{
+	__u32 zero = 0;
+	struct emptcp_state *st = bpf_map_lookup_elem(&emptcp_state, &zero);
+
+	return st ? (st->active_gen & (EMPTCP_MAX_GEN - 1)) : 0;
+}
+
+/* 1: tail-call the context's first stage; 0: pass */
+static __always_inline int emptcp_start(struct emptcp_ctx *c, __u32 hook, __u32 kind)
+{
+	int r;
+
+	emptcp_hook_count(hook, EMPTCP_HS_PACKETS);
+	r = emptcp_policy_enter(c, emptcp_active_gen(), hook, kind, 0);
+	if (r == 0) {
+		emptcp_hook_count(hook, EMPTCP_HS_UNMATCHED);
+		return 0;
+	}
+	if (r == 2)
+		emptcp_hook_count(hook, EMPTCP_HS_MATCHED);
+	return 1;
+}
+
+SEC("xdp")
+int emptcp_xdp_entry(struct xdp_md *ctx)
+{
+	struct emptcp_ctx c = {};
+	int hook = emptcp_hook_of(ctx->ingress_ifindex, EMPTCP_KIND_XDP);
+	void *data, *meta;
+
+	if (hook < 0)
+		return XDP_PASS;
+	/* Reuse metadata that is already big enough: BPF_PROG_TEST_RUN with
+	 * repeat > 1 hands us the same buffer again, and growing it each time
+	 * would fail once it reaches 32 bytes. */
+	data = (void *)(long)ctx->data;
+	meta = (void *)(long)ctx->data_meta;
+	if (meta + sizeof(c) > data &&
+	    bpf_xdp_adjust_meta(ctx, -(int)sizeof(c)) < 0) {
+		emptcp_hook_count(hook, EMPTCP_HS_ERRORS);
+		return XDP_PASS;
+	}
+	if (!emptcp_start(&c, hook, EMPTCP_KIND_XDP))
+		return XDP_PASS;
+	return emptcp_xdp_tail(ctx, &c);
+}
+
+static __always_inline int emptcp_tc_entry(struct __sk_buff *skb, __u32 kind)
+{
+	struct emptcp_ctx c = {};
+	int hook = emptcp_hook_of(skb->ifindex, kind);
+
+	if (hook < 0)
+		return TC_ACT_OK;
+	if (!emptcp_start(&c, hook, kind))
+		return TC_ACT_OK;
+	return emptcp_tc_tail(skb, &c);
+}
+
+SEC("tc")
+int emptcp_tc_ingress_entry(struct __sk_buff *skb)
+{
+	return emptcp_tc_entry(skb, EMPTCP_KIND_TC_INGRESS);
+}
+
+SEC("tc")
+int emptcp_tc_egress_entry(struct __sk_buff *skb)
+{
+	return emptcp_tc_entry(skb, EMPTCP_KIND_TC_EGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
