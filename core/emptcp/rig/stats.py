@@ -1,0 +1,156 @@
+"""Evidence readers: per-subflow ``ss`` info, interface byte counters, ``nstat`` counters.
+
+All take a netns name (None = current namespace) and run the tools via nsenter.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .netns import out
+
+_ENDPOINT = re.compile(r"^\[?(?P<addr>[^\]%]*?)(?:%(?P<dev>[^\]:]+))?\]?:(?P<port>\d+|\*)$")
+
+
+def _split_endpoint(s: str):
+    # forms: 10.0.0.1:80  10.0.0.1%veth0:80  [::1]:80  [fe80::1%veth0]:80  *:80
+    m = _ENDPOINT.match(s)
+    if not m:
+        return s, None, None
+    port = m.group("port")
+    return m.group("addr"), m.group("dev"), (int(port) if port.isdigit() else None)
+
+
+@dataclass
+class SsEntry:
+    """One socket from ``ss -tinHM``: netid 'tcp' (a subflow or plain TCP) or 'mptcp'."""
+    netid: str
+    state: str
+    local: str
+    lport: Optional[int]
+    remote: str
+    rport: Optional[int]
+    dev: Optional[str]
+    info: Dict[str, str] = field(default_factory=dict)
+    raw: str = ""
+
+    def _int(self, key) -> int:
+        try:
+            return int(self.info.get(key, 0))
+        except ValueError:
+            return 0
+
+    @property
+    def bytes_acked(self) -> int:
+        return self._int("bytes_acked")
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._int("bytes_sent")
+
+    @property
+    def bytes_received(self) -> int:
+        return self._int("bytes_received")
+
+    @property
+    def is_subflow(self) -> bool:
+        return self.netid == "tcp" and "tcp-ulp-mptcp" in self.raw
+
+    @property
+    def sf_flags(self) -> str:
+        """Subflow flags from ss: M/m MP_CAPABLE rem/loc, J/j MP_JOIN rem/loc,
+        B/b backup rem/loc, e fully established, c connected, v map valid."""
+        return self.info.get("flags", "") if self.is_subflow else ""
+
+    @property
+    def backup(self) -> bool:
+        """This end marked the subflow backup (local flag 'b')."""
+        return "b" in self.sf_flags
+
+    @property
+    def peer_backup(self) -> bool:
+        """The peer marked the subflow backup (remote flag 'B', e.g. via MP_JOIN/MP_PRIO)."""
+        return "B" in self.sf_flags
+
+    @property
+    def is_join(self) -> bool:
+        return "j" in self.sf_flags or "J" in self.sf_flags
+
+    @property
+    def token(self) -> Optional[str]:
+        return self.info.get("token")
+
+
+def ss(ns: Optional[str], extra: str = "") -> List[SsEntry]:
+    """Parse ``ss -tinHM`` (TCP incl. MPTCP subflows, plus MPTCP sockets) in ``ns``."""
+    txt = out(ns, f"ss -tinHM {extra}")
+    entries: List[SsEntry] = []
+    cur: Optional[SsEntry] = None
+    for line in txt.splitlines():
+        if not line.strip():
+            continue
+        if line[0] in " \t":
+            if cur is None:
+                continue
+            cur.raw += " " + line.strip()
+            toks = line.split()
+            i = 0
+            while i < len(toks):
+                t = toks[i]
+                if ":" in t and not t.startswith("("):
+                    k, _, v = t.partition(":")
+                    cur.info[k] = v
+                elif t in ("send", "pacing_rate", "delivery_rate") and i + 1 < len(toks):
+                    cur.info[t] = toks[i + 1]
+                    i += 1
+                else:
+                    cur.info.setdefault(t, "")
+                i += 1
+            continue
+        f = line.split()
+        if len(f) < 6:
+            continue
+        la, dev, lp = _split_endpoint(f[4])
+        ra, _, rp = _split_endpoint(f[5])
+        cur = SsEntry(f[0], f[1], la, lp, ra, rp, dev, raw=line.strip())
+        entries.append(cur)
+    return entries
+
+
+def subflows(ns: Optional[str], port: Optional[int] = None) -> List[SsEntry]:
+    """MPTCP subflows (tcp sockets with the mptcp ULP) in ``ns``, optionally on a port."""
+    r = [e for e in ss(ns) if e.is_subflow and e.state == "ESTAB"]
+    if port is not None:
+        r = [e for e in r if port in (e.lport, e.rport)]
+    return r
+
+
+def link_stats(ns: Optional[str], dev: Optional[str] = None) -> Dict[str, Dict[str, int]]:
+    """{ifname: {rx_bytes, tx_bytes, rx_packets, tx_packets, rx_dropped, tx_dropped}} from ``ip -s -j link``."""
+    cmd = ["ip", "-s", "-j", "link", "show"] + (["dev", dev] if dev else [])
+    res = {}
+    for l in json.loads(out(ns, cmd) or "[]"):
+        st = l.get("stats64", l.get("stats", {}))
+        rx, tx = st.get("rx", {}), st.get("tx", {})
+        res[l["ifname"]] = {"rx_bytes": rx.get("bytes", 0), "tx_bytes": tx.get("bytes", 0),
+                            "rx_packets": rx.get("packets", 0), "tx_packets": tx.get("packets", 0),
+                            "rx_dropped": rx.get("dropped", 0), "tx_dropped": tx.get("dropped", 0),
+                            "ifindex": l.get("ifindex")}
+    return res
+
+
+def nstat(ns: Optional[str]) -> Dict[str, int]:
+    """Absolute kernel counters in ``ns`` (``nstat -azsj``: no history read or written).
+
+    Keys as nstat prints them: ``MPTcpExtMPJoinSynRx``, ``TcpInCsumErrors``,
+    ``TcpExtTCPOFOQueue``..."""
+    data = json.loads(out(ns, ["nstat", "-azsj"]))
+    return {k: int(v) for k, v in data.get("kernel", {}).items()}
+
+
+def nstat_delta(before: Dict[str, int], after: Dict[str, int], prefix: str = "") -> Dict[str, int]:
+    """Non-zero differences ``after - before`` (keys starting with ``prefix``)."""
+    return {k: after[k] - before.get(k, 0) for k in after
+            if k.startswith(prefix) and after[k] != before.get(k, 0)}
