@@ -1,0 +1,291 @@
+"""BPF ELF objects: an opened spec you can adjust, then the loaded, live object.
+
+    spec = ObjectSpec("prog.o")              # parse ELF/BTF, nothing in the kernel yet
+    spec.maps["counters"].max_entries = 4096
+    spec.maps["shared"].reuse(pinned_map)    # share a map (checked for compatibility)
+    with spec.load() as obj:                 # verify + load; VerifierError on rejection
+        obj.programs["xdp_main"].test_run(packet)
+
+Modelled on cilium/ebpf's CollectionSpec/Collection split.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import (BpfError, MapCompatibilityError, ObjectFileError, VerifierError,
+                     error_from_errno)
+from .info import map_info
+from .libbpf import capture_log, check, ffi, lib
+from .maps import Map
+from .programs import Program
+
+__all__ = ["ObjectSpec", "MapSpec", "ProgramSpec", "Object"]
+
+_LOG_SIZE = 1 << 22
+
+
+class MapSpec:
+    """A map of an opened object, before load. Setters map onto libbpf's."""
+
+    def __init__(self, owner: "ObjectSpec", ptr: Any) -> None:
+        self._owner = owner
+        self._ptr = ptr
+        self.name: str = ffi.string(lib.bpf_map__name(ptr)).decode()
+        self.reused_from: str | None = None
+
+    type = property(lambda self: lib.bpf_map__type(self._ptr))
+    key_size = property(lambda self: lib.bpf_map__key_size(self._ptr))
+    value_size = property(lambda self: lib.bpf_map__value_size(self._ptr))
+    flags = property(lambda self: lib.bpf_map__map_flags(self._ptr))
+    internal = property(lambda self: bool(lib.bpf_map__is_internal(self._ptr)))
+
+    @property
+    def max_entries(self) -> int:
+        return lib.bpf_map__max_entries(self._ptr)
+
+    @max_entries.setter
+    def max_entries(self, n: int) -> None:
+        check("bpf_map__set_max_entries", lib.bpf_map__set_max_entries(self._ptr, n), self.name)
+
+    @property
+    def pin_path(self) -> str | None:
+        p = lib.bpf_map__pin_path(self._ptr)
+        return ffi.string(p).decode() if p != ffi.NULL else None
+
+    @pin_path.setter
+    def pin_path(self, path: str | None) -> None:
+        """Pin on load, or reuse the map already pinned there (libbpf checks compatibility)."""
+        arg = os.fsencode(path) if path else ffi.NULL
+        check("bpf_map__set_pin_path", lib.bpf_map__set_pin_path(self._ptr, arg), self.name)
+
+    def compatibility_problems(self, other_fd: int) -> list[str]:
+        info = map_info(other_fd)
+        problems = []
+        for field, mine, theirs in (("type", self.type, info.type),
+                                    ("key_size", self.key_size, info.key_size),
+                                    ("value_size", self.value_size, info.value_size),
+                                    ("max_entries", self.max_entries, info.max_entries),
+                                    ("flags", self.flags, info.flags)):
+            if mine != theirs:
+                problems.append(f"{field} {mine} != {theirs}")
+        return problems
+
+    def reuse(self, source: "Map | int | str") -> None:
+        """Use an existing map (a Map, an fd or a pin path) instead of creating one.
+
+        Unlike ``bpf_map__reuse_fd``, this checks type, sizes, max_entries and
+        flags first and says what differs.
+        """
+        if isinstance(source, str):
+            fd = lib.bpf_obj_get(os.fsencode(source))
+            if fd < 0:
+                raise error_from_errno("bpf_obj_get", fd, f"map to reuse pinned at {source}")
+            where = source
+        else:
+            fd = source.fd if isinstance(source, Map) else int(source)
+            where = f"fd {fd}"
+        try:
+            problems = self.compatibility_problems(fd)
+            if problems:
+                raise MapCompatibilityError(
+                    f"{self._owner.path}: map '{self.name}' cannot reuse {where}: "
+                    + ", ".join(problems))
+            check("bpf_map__reuse_fd", lib.bpf_map__reuse_fd(self._ptr, fd), self.name)
+            self.reused_from = where
+        finally:
+            if isinstance(source, str):
+                os.close(fd)  # reuse_fd dup()ed it
+
+    def __repr__(self) -> str:
+        return (f"<MapSpec {self.name!r} type={self.type} key={self.key_size} "
+                f"value={self.value_size} max_entries={self.max_entries}>")
+
+
+class ProgramSpec:
+    """A program of an opened object, before load."""
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+        self.name: str = ffi.string(lib.bpf_program__name(ptr)).decode()
+        self.section: str = ffi.string(lib.bpf_program__section_name(ptr)).decode()
+        self._log = None
+
+    @property
+    def type(self) -> int:
+        return lib.bpf_program__type(self._ptr)
+
+    @type.setter
+    def type(self, prog_type: int) -> None:
+        check("bpf_program__set_type", lib.bpf_program__set_type(self._ptr, prog_type), self.name)
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib.bpf_program__autoload(self._ptr))
+
+    @autoload.setter
+    def autoload(self, on: bool) -> None:
+        check("bpf_program__set_autoload", lib.bpf_program__set_autoload(self._ptr, on), self.name)
+
+    @property
+    def insn_count(self) -> int:
+        return lib.bpf_program__insn_cnt(self._ptr)
+
+    def _arm_log(self) -> None:
+        # A buffer of our own, so a rejection's log reaches VerifierError (libbpf
+        # retries a failed load at log level 1 into it).
+        self._log = ffi.new("char[]", _LOG_SIZE)
+        lib.bpf_program__set_log_buf(self._ptr, self._log, _LOG_SIZE)
+
+    def _log_text(self) -> str:
+        return ffi.string(self._log).decode(errors="replace") if self._log is not None else ""
+
+    def __repr__(self) -> str:
+        return f"<ProgramSpec {self.name!r} section={self.section!r} type={self.type}>"
+
+
+class ObjectSpec:
+    """An opened (parsed, not loaded) BPF object file."""
+
+    def __init__(self, path: str, *, name: str | None = None) -> None:
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise ObjectFileError("bpf_object__open_file", 2, f"{self.path}: no such object file")
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        self._name = ffi.new("char[]", name.encode()) if name else ffi.NULL
+        opts.object_name = self._name
+        with capture_log() as lines:
+            ptr = lib.bpf_object__open_file(os.fsencode(self.path), opts)
+        if ptr == ffi.NULL:
+            err = ffi.errno or 22
+            raise ObjectFileError("bpf_object__open_file", err,
+                                  f"{self.path}: " + ("; ".join(lines[-3:]) or "cannot parse"))
+        self._ptr = ptr
+        self.programs: dict[str, ProgramSpec] = {}
+        p = lib.bpf_object__next_program(ptr, ffi.NULL)
+        while p != ffi.NULL:
+            spec = ProgramSpec(p)
+            self.programs[spec.name] = spec
+            p = lib.bpf_object__next_program(ptr, p)
+        self.maps: dict[str, MapSpec] = {}
+        m = lib.bpf_object__next_map(ptr, ffi.NULL)
+        while m != ffi.NULL:
+            mspec = MapSpec(self, m)
+            self.maps[mspec.name] = mspec
+            m = lib.bpf_object__next_map(ptr, m)
+        self._loaded = False
+
+    def load(self) -> "Object":
+        """Load every autoloaded program and create/reuse every map.
+
+        Raises VerifierError (with the log and the program's name) when the
+        verifier refuses a program. The spec is consumed either way.
+        """
+        if self._ptr is None or self._loaded:
+            raise ValueError(f"{self.path}: object already loaded or closed")
+        for prog in self.programs.values():
+            if prog.autoload:
+                prog._arm_log()
+        with capture_log() as lines:
+            rc = lib.bpf_object__load(self._ptr)
+        if rc < 0:
+            err = self._load_error(rc, lines)
+            self.close()
+            raise err
+        self._loaded = True
+        obj = Object(self)
+        self._ptr = None  # ownership moved to the Object
+        return obj
+
+    def _load_error(self, rc: int, lines: list[str]) -> BpfError:
+        for prog in self.programs.values():
+            text = prog._log_text()
+            if text.strip():
+                return VerifierError("bpf_object__load", rc, prog.name, text)
+        for line in lines:  # map creation and relocation failures are only printed
+            if "prog '" in line and ("failed to load" in line or "BEGIN PROG LOAD LOG" in line):
+                name = line.split("prog '", 1)[1].split("'", 1)[0]
+                return VerifierError("bpf_object__load", rc, name, "\n".join(lines))
+        detail = f"{self.path}: " + "; ".join(line for line in lines[-4:] if line)
+        return error_from_errno("bpf_object__load", rc, detail)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            lib.bpf_object__close(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> "ObjectSpec":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Object:
+    """A loaded object. Its programs and maps are views whose fds close with it."""
+
+    def __init__(self, spec: ObjectSpec) -> None:
+        self.path = spec.path
+        self._ptr = spec._ptr
+        self.programs: dict[str, Program] = {}
+        for name, pspec in spec.programs.items():
+            fd = lib.bpf_program__fd(pspec._ptr)
+            if fd >= 0:
+                self.programs[name] = Program(fd, name=name, owned=False)
+            pspec._log = None
+        self.maps: dict[str, Map] = {}
+        for name, mspec in spec.maps.items():
+            fd = lib.bpf_map__fd(mspec._ptr)
+            if fd >= 0:
+                self.maps[name] = Map(fd, name=name, owned=False)
+        self._map_ptrs = {name: m._ptr for name, m in spec.maps.items()}
+
+    def map(self, name: str, key: Any = None, value: Any = None) -> Map:
+        """A typed view of one of the object's maps."""
+        return self.maps[name].typed(key, value)
+
+    def pin_map(self, name: str, path: str) -> None:
+        self.maps[name].pin(path)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            for m in self.maps.values():
+                m._fd = -1
+            for p in self.programs.values():
+                p._fd = -1
+            lib.bpf_object__close(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> "Object":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Object {self.path} programs={list(self.programs)} maps={list(self.maps)}>"
+
+
+def load_object(path: str, **reuse: "Map | int | str") -> Object:
+    """Open and load ``path`` in one step, reusing maps by name (``name=Map|fd|pin path``)."""
+    spec = ObjectSpec(path)
+    try:
+        for name, source in reuse.items():
+            spec.maps[name].reuse(source)
+        return spec.load()
+    except BaseException:
+        spec.close()
+        raise

@@ -1,0 +1,148 @@
+"""Object descriptions (the seed's JSON descriptions, as dicts or TOML) and a loader
+that pins maps by policy and, on failure, removes only the pins it made itself.
+
+    desc = ObjectDescription.from_dict({
+        "path": "xdp_count.o",
+        "programs": {"xdp_count": {"type": "xdp"}},
+        "pin_maps": {"counts": {"path": "/sys/fs/bpf/demo/counts", "policy": "pin-if-not-exists"}},
+    })
+    with load(desc) as obj:            # unpin_only_fail=True: pins survive a clean exit
+        attach_xdp(obj.programs["xdp_count"], "eth0").pin("/sys/fs/bpf/demo/link")
+
+Pin policies:
+  ``pin-if-not-exists``  reuse the map pinned there; if none, create it and pin it.
+  ``reuse-if-exists``    reuse the map pinned there; if none, create a private (unpinned) map.
+  ``replace``            always create a new map and pin it in place of any existing pin.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterator
+
+from .errors import ConfigError
+from .objects import Object, ObjectSpec
+from .programs import ProgType
+
+__all__ = ["PinPolicy", "MapPin", "ObjectDescription", "load", "ensure_dir"]
+
+_PROG_TYPES = {"xdp": ProgType.XDP, "tc": ProgType.SCHED_CLS, "sched_cls": ProgType.SCHED_CLS,
+               "sched_act": ProgType.SCHED_ACT, "socket_filter": ProgType.SOCKET_FILTER}
+
+
+class PinPolicy(Enum):
+    PIN_IF_NOT_EXISTS = "pin-if-not-exists"
+    REUSE_IF_EXISTS = "reuse-if-exists"
+    REPLACE = "replace"
+
+
+@dataclass
+class MapPin:
+    path: str
+    policy: PinPolicy = PinPolicy.PIN_IF_NOT_EXISTS
+
+
+@dataclass
+class ObjectDescription:
+    path: str
+    programs: dict[str, int | None] = field(default_factory=dict)  # name -> prog type (None: ELF's)
+    pin_maps: dict[str, MapPin] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "description") -> "ObjectDescription":
+        unknown = set(d) - {"path", "programs", "pin_maps"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)}", where)
+        if "path" not in d:
+            raise ConfigError("missing 'path' (the object file)", where)
+        progs: dict[str, int | None] = {}
+        for name, p in (d.get("programs") or {}).items():
+            t = (p or {}).get("type")
+            if t is not None and t not in _PROG_TYPES:
+                raise ConfigError(f"unknown program type {t!r} (one of {sorted(_PROG_TYPES)})",
+                                  f"{where}: programs.{name}.type")
+            progs[name] = _PROG_TYPES[t] if t else None
+        pins = {}
+        for name, m in (d.get("pin_maps") or {}).items():
+            try:
+                pins[name] = MapPin(m["path"], PinPolicy(m.get("policy", "pin-if-not-exists")))
+            except KeyError:
+                raise ConfigError("needs 'path'", f"{where}: pin_maps.{name}") from None
+            except ValueError:
+                raise ConfigError(f"unknown policy {m.get('policy')!r} (one of "
+                                  f"{[p.value for p in PinPolicy]})",
+                                  f"{where}: pin_maps.{name}.policy") from None
+        return cls(d["path"], progs, pins)
+
+    @classmethod
+    def from_toml(cls, path: str) -> "ObjectDescription":
+        with open(path, "rb") as f:
+            try:
+                data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(str(e), path) from None
+        desc = cls.from_dict(data, path)
+        if not os.path.isabs(desc.path):
+            desc.path = os.path.join(os.path.dirname(os.path.abspath(path)), desc.path)
+        return desc
+
+
+def ensure_dir(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+@contextlib.contextmanager
+def load(desc: ObjectDescription, *, unpin_only_fail: bool = True) -> Iterator[Object]:
+    """Open, pin/reuse maps by policy, load; yield the live object.
+
+    On any failure (load or inside the block) the pins this call created are
+    removed and pre-existing pins are left untouched. With
+    ``unpin_only_fail=False`` they are also removed on a clean exit.
+    """
+    spec = ObjectSpec(desc.path)
+    created: list[str] = []
+    replaced: list[tuple[str, str]] = []
+    obj: Object | None = None
+    ok = False
+    try:
+        for name, prog_type in desc.programs.items():
+            if name not in spec.programs:
+                raise ConfigError(f"object has no program '{name}' (has: {sorted(spec.programs)})",
+                                  desc.path)
+            if prog_type is not None:
+                spec.programs[name].type = prog_type
+        fresh: dict[str, MapPin] = {}
+        for name, pin in desc.pin_maps.items():
+            if name not in spec.maps:
+                raise ConfigError(f"object has no map '{name}' (has: {sorted(spec.maps)})",
+                                  desc.path)
+            exists = os.path.exists(pin.path)
+            if exists and pin.policy is not PinPolicy.REPLACE:
+                spec.maps[name].reuse(pin.path)
+            elif pin.policy is not PinPolicy.REUSE_IF_EXISTS:
+                fresh[name] = pin
+        obj = spec.load()
+        for name, pin in fresh.items():
+            ensure_dir(os.path.dirname(pin.path))
+            if os.path.exists(pin.path):  # REPLACE: pin beside, then rename over atomically
+                tmp = f"{pin.path}.new-{os.getpid()}"
+                obj.maps[name].pin(tmp)
+                replaced.append((tmp, pin.path))
+                os.rename(tmp, pin.path)
+            else:
+                obj.maps[name].pin(pin.path)
+                created.append(pin.path)
+        yield obj
+        ok = True
+    finally:
+        if obj is not None:
+            obj.close()
+        else:
+            spec.close()
+        if not ok or not unpin_only_fail:
+            for path in created:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)

@@ -1,0 +1,30 @@
+"""Build glue that pyproject.toml cannot express: the cffi extension and the BPF objects.
+
+The built-in BPF programs (bpf/common, bpf/actions) are compiled with clang while
+the wheel is built, and their headers are shipped as package data so plugins can
+compile against them (``emptcp.include_dir()``).
+"""
+import os
+import runpy
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithBpf(build_py):
+    def run(self) -> None:
+        super().run()
+        bpfbuild = runpy.run_path(os.path.join(HERE, "core", "emptcp", "bpfbuild.py"))
+        targets = [os.path.join(self.build_lib, "emptcp", "data")]
+        if getattr(self, "editable_mode", False):
+            targets = [os.path.join(HERE, "core", "emptcp", "data")]
+        for data_dir in targets:
+            bpfbuild["build_core_data"](HERE, data_dir)
+
+
+setup(
+    cffi_modules=["core/emptcp/_libbpf_build.py:ffibuilder"],
+    cmdclass={"build_py": BuildPyWithBpf},
+)
