@@ -131,16 +131,18 @@ class Capture:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 5.0) -> "Capture":
-        self.proc = popen(self.ns, ["tcpdump", "-i", self.dev, "-n", "-U", "-s", str(self.snaplen),
+        self.proc = popen(self.ns, ["tcpdump", "-i", self.dev, "-n", "-U", "--immediate-mode", "-s", str(self.snaplen),
                                     "-w", self.path] + (self.filter.split() if self.filter else []),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # tcpdump prints "listening on DEV" on stderr once the socket is open
         os.set_blocking(self.proc.stderr.fileno(), False)
         buf = ""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            chunk = self.proc.stderr.read() or ""
-            buf += chunk
+            try:
+                buf += os.read(self.proc.stderr.fileno(), 4096).decode(errors="replace")
+            except BlockingIOError:
+                pass
             if "listening on" in buf:
                 return self
             if self.proc.poll() is not None:

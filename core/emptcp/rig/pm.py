@@ -115,6 +115,7 @@ class GenlSocket:
         except OSError:
             pass
         self.seq = 1
+        self.pending: List[bytes] = []  # multicast messages read while waiting for an ACK
 
     def close(self):
         self.sock.close()
@@ -130,6 +131,7 @@ class GenlSocket:
         """Send one genl request; return list of (genl cmd, attr bytes) replies; raise on error."""
         self.seq += 1
         seq = self.seq
+        self.sock.settimeout(5)
         payload = struct.pack("=BBH", cmd, version, 0) + attrs
         hdr = struct.pack("=IHHII", 16 + len(payload), family, flags, seq, 0)
         self.sock.send(hdr + payload)
@@ -142,6 +144,8 @@ class GenlSocket:
                 msg = data[off + 16:off + ln]
                 off += (ln + 3) & ~3
                 if s != seq:
+                    if s == 0:  # a multicast event: keep it for events()
+                        self.pending.append(data[off - ((ln + 3) & ~3):off])
                     continue
                 if typ == NLMSG_ERROR:
                     err = struct.unpack_from("=i", msg)[0]
@@ -266,10 +270,13 @@ class MptcpPM:
         """Yield decoded events (dict with 'event' and attrs) until ``timeout`` of silence."""
         self.g.sock.settimeout(timeout)
         while True:
-            try:
-                data = self.g.sock.recv(65536)
-            except socket.timeout:
-                return
+            if self.g.pending:
+                data = self.g.pending.pop(0)
+            else:
+                try:
+                    data = self.g.sock.recv(65536)
+                except socket.timeout:
+                    return
             off = 0
             while off + 16 <= len(data):
                 ln, typ, fl, s, _ = struct.unpack_from("=IHHII", data, off)

@@ -16,6 +16,7 @@ from . import netns as _ns
 from . import stats as _stats
 from .capture import Capture
 
+TRAFFIC_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 CORE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3,
@@ -281,8 +282,23 @@ class Rig:
                 side.run(["ip", "link", "set", dev, "up"])
             self.paths.append(p)
         self._config_mptcp()
+        self.wait_ready()
         self.up = True
         return self
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        """Ping every path (v4, and v6 if configured) from the client until it answers:
+        right after 'link up' the first IPv6 packets can be lost (neighbour discovery)."""
+        deadline = time.monotonic() + timeout
+        for p in self.paths:
+            for addr in filter(None, (p.server_addr, p.server_addr6)):
+                while True:
+                    r = self.client.run(["ping", "-c1", "-W1", "-I", p.client_if, addr], check=False)
+                    if r.returncode == 0:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"path {p.index} ({addr}) not reachable: {r.stdout}{r.stderr}")
+                    time.sleep(0.05)
 
     def _shape(self, side: Side, dev: str, spec: PathSpec) -> None:
         bps = parse_rate(spec.rate)
@@ -361,8 +377,9 @@ class Rig:
         return self._next_port
 
     def _traffic_argv(self, *args: str) -> List[str]:
-        return ["env", f"PYTHONPATH={CORE_DIR}" + (f":{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else ""),
-                sys.executable, "-m", "emptcp.rig.traffic", *args]
+        # run traffic.py as a standalone script: it imports nothing from emptcp, so it
+        # neither depends on nor pays for the package's (cffi/libbpf) import.
+        return [sys.executable, TRAFFIC_SCRIPT, *args]
 
     def start_server(self, port: Optional[int] = None, tcp: bool = False, count: int = 1) -> TrafficServer:
         """Verified-stream server in the server namespace (listens on all addresses)."""
