@@ -112,6 +112,11 @@ struct emptcp_hook_stat {
 	__u64 errors;		/* bad context, missing parameter blob, ... */
 };
 
+#define EMPTCP_SCRATCH_SIZE 512
+struct emptcp_scratch {
+	__u8 bytes[EMPTCP_SCRATCH_SIZE];
+};
+
 /* table indices (the same formulas live in abi.py) */
 #define EMPTCP_POLICY_IDX(gen, hook, pol) \
 	((((__u32)(gen)) * EMPTCP_MAX_HOOKS + (hook)) * EMPTCP_MAX_POLICIES + (pol))

@@ -361,9 +361,11 @@ static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_c
 #define EMPTCP_TC_PULL_LEN 128
 static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_env *e, __u32 phase)
 {
-	__u32 want = skb->len < EMPTCP_TC_PULL_LEN ? skb->len : EMPTCP_TC_PULL_LEN;
+	__u64 want = skb->len < EMPTCP_TC_PULL_LEN ? skb->len : EMPTCP_TC_PULL_LEN;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 
-	if (skb->data + want > skb->data_end)
+	if (data + want > data_end)
 		bpf_skb_pull_data(skb, want);
 	emptcp_tc_ctx_load(skb, &e->c);
 	return emptcp_env_init(e, phase, skb->len);

@@ -77,4 +77,13 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } emptcp_events SEC(".maps");
 
+/* per-CPU scratch space for helpers whose state does not fit the 512-byte
+ * BPF stack (TCP option rewrite); valid only within one program run */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct emptcp_scratch);
+} emptcp_scratch SEC(".maps");
+
 #endif /* EMPTCP_MAPS_H */

@@ -1,0 +1,577 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * emptcp_tcpopt.h - bounded TCP option scanning and option insert/remove.
+ *
+ * Option bytes are first copied into a 64-byte stack buffer; every index is
+ * masked with & 63 so the verifier sees bounded accesses, and every loop is
+ * bounded by the 40-byte option area.  One byte-wise state machine walks the
+ * options (kind, len) and refuses malformed areas (len < 2, len past the end)
+ * instead of guessing.
+ *
+ * Insert/remove rebuild the whole TCP header in a second buffer, then move
+ * the L2/L3 headers (XDP: bpf_xdp_adjust_head; TC: bpf_skb_adjust_room with
+ * BPF_ADJ_ROOM_NET) and write the new header, and fix IPv4 tot_len + header
+ * checksum / IPv6 payload_len, TCP doff, and the TCP checksum over the header
+ * bytes plus the pseudo-header length.  The option area is always padded to
+ * a multiple of 4 with NOPs, so the payload moves by a multiple of 4 and its
+ * contribution to the checksum is unchanged.  On any failure before the first
+ * write the packet is left untouched.
+ */
+#ifndef EMPTCP_TCPOPT_H
+#define EMPTCP_TCPOPT_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "emptcp_parse.h"
+#include "emptcp_csum.h"
+#include "emptcp_maps.h"
+
+#define TCPOPT_EOL		0
+#define TCPOPT_NOP		1
+#define TCPOPT_MPTCP		30
+#define EMPTCP_TCP_OPT_MAX	40
+#define EMPTCP_ANY_SUBTYPE	(-1)
+
+/* MPTCP subtypes (RFC 8684) */
+#define MPTCPOPT_MP_CAPABLE	0
+#define MPTCPOPT_MP_JOIN	1
+#define MPTCPOPT_DSS		2
+#define MPTCPOPT_ADD_ADDR	3
+#define MPTCPOPT_RM_ADDR	4
+#define MPTCPOPT_MP_PRIO	5
+#define MPTCPOPT_MP_FAIL	6
+#define MPTCPOPT_MP_FASTCLOSE	7
+#define MPTCPOPT_MP_TCPRST	8
+
+/* Index into a 64-byte stack buffer.  The mask is done in asm so that clang
+ * cannot drop it on the grounds that it "knows" the range: the verifier
+ * needs to see it. */
+#define EMPTCP_IDX(x) ({ __u32 __v = (x); asm volatile("%0 &= 63" : "+r"(__v)); __v; })
+
+/* Copy the options of a parsed TCP header into buf, 4 bytes at a time (the
+ * option area is a multiple of 4; parse_tcphdr proved it is in the packet).
+ * Returns the option length or -1. */
+static __always_inline int emptcp_tcp_opts_copy(struct tcphdr *tcph, void *data_end,
+						__u8 buf[64])
+{
+	__u8 *opts = (__u8 *)(tcph + 1);
+	__u32 len = tcph->doff * 4, w;
+
+	if (len < 20)
+		return -1;
+	len -= 20;
+#pragma unroll
+	for (w = 0; w < EMPTCP_TCP_OPT_MAX / 4; w++) {
+		if (w * 4 >= len)
+			break;
+		if ((void *)(opts + w * 4 + 4) > data_end)
+			return -1;
+		__builtin_memcpy(&buf[w * 4], opts + w * 4, 4);
+	}
+	return len;
+}
+
+static __always_inline int emptcp_opt_matches(__u8 k, __u8 l, __u8 b2, int kind, int subtype)
+{
+	if (k != kind)
+		return 0;
+	if (subtype < 0)
+		return 1;
+	return l >= 3 && (b2 >> 4) == subtype;
+}
+
+/*
+ * Option walks run as bpf_loop() callbacks: the verifier checks a callback
+ * once instead of once per iteration and per path, which keeps the option
+ * state machines (kind, len, skip/keep) far below the complexity limit.
+ */
+
+/* state of a walk; buffers live inside so the callback only needs one pointer */
+struct emptcp_walk {
+	__u8 in[64];		/* input bytes; options start at in_off */
+	__u8 out[64];		/* output bytes; options start at out_off */
+	__u8 src[40];		/* INSERT: the option to append */
+	__u32 in_off, len;	/* option area of in[] */
+	__u32 out_off, n;	/* bytes written to out[] after out_off */
+	__u32 rem;		/* bytes left of the current option */
+	__u32 next;		/* find: offset of the next option */
+	__u32 srclen;
+	__s32 kind, subtype;	/* option to drop / find; kind -1: none */
+	__s32 found;		/* offset of the first match or -1 */
+	__u32 olen;		/* length of the found option */
+	__u8 keep, err, copy, pad;
+};
+
+/* The walk state lives at the start of the per-CPU emptcp_scratch value
+ * (bpf_loop's context must be on the stack, which is too small for it). */
+static __always_inline struct emptcp_walk *emptcp_walk_state(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&emptcp_scratch, &zero);
+}
+
+/* byte-wise walk: copy the options except matches; stop at EOL */
+static long emptcp_walk_cb(__u32 i, void *unused)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	__u8 k, l;
+
+	if (!w)
+		return 1;
+	if (i >= w->len || i >= EMPTCP_TCP_OPT_MAX)
+		return 1;
+	if (w->rem == 0) {
+		k = w->in[EMPTCP_IDX(w->in_off + i)];
+		if (k == TCPOPT_EOL)
+			return 1;
+		if (k == TCPOPT_NOP) {
+			w->rem = 1;
+			w->keep = 1;
+		} else {
+			if (i + 1 >= w->len)
+				goto bad;
+			l = w->in[EMPTCP_IDX(w->in_off + i + 1)];
+			if (l < 2 || i + l > w->len)
+				goto bad;
+			w->rem = l;
+			w->keep = !emptcp_opt_matches(k, l, w->in[EMPTCP_IDX(w->in_off + i + 2)],
+						      w->kind, w->subtype);
+			if (!w->keep && w->found < 0) {
+				w->found = i;
+				w->olen = l;
+			}
+		}
+	}
+	if (w->keep) {
+		if (w->copy)
+			w->out[EMPTCP_IDX(w->out_off + w->n)] = w->in[EMPTCP_IDX(w->in_off + i)];
+		w->n++;
+	}
+	w->rem--;
+	return 0;
+bad:
+	w->err = 1;
+	return 1;
+}
+
+/* append src[i] to out[] */
+static long emptcp_append_cb(__u32 i, void *unused)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+
+	if (!w)
+		return 1;
+	if (i >= w->srclen || i >= sizeof(w->src))
+		return 1;
+	w->out[EMPTCP_IDX(w->out_off + w->n)] = w->src[EMPTCP_IDX(i)];
+	w->n++;
+	return 0;
+}
+
+/* run the walk over w->in; 0 or -1 (malformed) */
+static __always_inline int emptcp_opts_walk(struct emptcp_walk *w)
+{
+	w->n = 0;
+	w->rem = 0;
+	w->keep = 1;
+	w->err = 0;
+	w->found = -1;
+	__u32 dummy = 0;
+
+	if (w->len > EMPTCP_TCP_OPT_MAX)
+		return -1;
+	bpf_loop(EMPTCP_TCP_OPT_MAX, emptcp_walk_cb, &dummy, 0);
+	return w->err ? -1 : 0;
+}
+
+/* offset inside the option area of the first option (kind, subtype), -1 if
+ * absent or the area is malformed; *olen gets its length */
+static __always_inline int emptcp_opt_find(struct emptcp_walk *w, int kind, int subtype,
+					   __u32 *olen)
+{
+	w->kind = kind;
+	w->subtype = subtype;
+	w->copy = 0;
+	if (emptcp_opts_walk(w) < 0 || w->found < 0)
+		return -1;
+	*olen = w->olen;
+	return w->found;
+}
+
+/* does the TCP header carry MPTCP option `subtype` (direct packet access) */
+static __always_inline int emptcp_has_mptcp_subtype(struct tcphdr *tcph, void *data_end,
+						    int subtype)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	__u32 olen;
+	int len;
+
+	if (!w)
+		return 0;
+	__builtin_memset(w, 0, sizeof(*w));
+	len = emptcp_tcp_opts_copy(tcph, data_end, w->in);
+	if (len <= 0)
+		return 0;
+	w->in_off = 0;
+	w->len = len;
+	return emptcp_opt_find(w, TCPOPT_MPTCP, subtype, &olen) >= 0;
+}
+
+/* ---------------------- header rebuild (both hooks) --------------------- */
+
+struct emptcp_tcp_rewrite {
+	struct emptcp_walk w;	/* w.in: current TCP header; w.out: rebuilt one */
+	__u32 oldlen, newlen;	/* header lengths, multiples of 4 */
+	__u16 old_seg, new_seg;	/* TCP segment length (pseudo-header), host order */
+	__u32 diff;		/* csum_diff(old, new) with check fields zeroed */
+};
+#define RW_OLD(rw) ((rw)->w.in)
+#define RW_NEW(rw) ((rw)->w.out)
+
+#define EMPTCP_OP_INSERT 1
+#define EMPTCP_OP_REMOVE 2
+
+/*
+ * Build the new header from the old one.  INSERT appends opt[0..optlen)
+ * after the last option (before EOL); REMOVE drops every option matching
+ * (kind, subtype).  Returns 0 when there is a change to apply, 1 when there
+ * is nothing to do (REMOVE found nothing), -1 on error (malformed options,
+ * more than 40 bytes).
+ */
+static __always_inline int emptcp_tcp_rebuild(struct emptcp_tcp_rewrite *rw, int op,
+					      const __u8 *opt, __u32 optlen,
+					      int kind, int subtype)
+{
+	struct emptcp_walk *w = &rw->w;
+	__u32 i, n;
+
+	if (rw->oldlen < 20 || rw->oldlen > 60)
+		return -1;
+	__builtin_memcpy(w->out, w->in, 20);
+	w->in_off = 20;
+	w->len = rw->oldlen - 20;
+	w->out_off = 20;
+	w->copy = 1;
+	if (op == EMPTCP_OP_INSERT) {
+		if (!opt || optlen == 0 || optlen > EMPTCP_TCP_OPT_MAX)
+			return -1;
+		w->kind = -1;		/* matches nothing: copy up to EOL */
+		w->subtype = -1;
+		if (emptcp_opts_walk(w) < 0)
+			return -1;
+		if (w->n + optlen > EMPTCP_TCP_OPT_MAX)
+			return -1;	/* would not fit: leave the packet alone */
+		__builtin_memcpy(w->src, opt, sizeof(w->src));
+		w->srclen = optlen;
+		bpf_loop(EMPTCP_TCP_OPT_MAX, emptcp_append_cb, &i, 0);
+	} else {
+		w->kind = kind;
+		w->subtype = subtype;
+		if (emptcp_opts_walk(w) < 0)
+			return -1;
+		if (w->found < 0)
+			return 1;
+	}
+	n = w->n;
+	/* pad with NOPs to a multiple of 4 */
+	for (i = 0; i < 3; i++) {
+		if ((n & 3) == 0)
+			break;
+		w->out[EMPTCP_IDX(20 + n)] = TCPOPT_NOP;
+		n++;
+	}
+	if (n > EMPTCP_TCP_OPT_MAX)
+		return -1;
+	rw->newlen = 20 + n;
+	/* doff lives in the high nibble of byte 12 */
+	w->out[12] = (rw->newlen / 4) << 4 | (w->in[12] & 0x0f);
+	w->out[16] = 0;
+	w->out[17] = 0;
+	return 0;
+}
+
+_Static_assert(sizeof(struct emptcp_tcp_rewrite) <= sizeof(struct emptcp_scratch), "scratch");
+
+/* the rewrite state, zeroed, in emptcp_scratch (too big for the stack) */
+static __always_inline struct emptcp_tcp_rewrite *emptcp_rewrite_state(void)
+{
+	__u32 zero = 0;
+	/* w is the first member: the bpf_loop callbacks find it there */
+	struct emptcp_tcp_rewrite *rw = bpf_map_lookup_elem(&emptcp_scratch, &zero);
+
+	if (rw)
+		__builtin_memset(rw, 0, sizeof(*rw));
+	return rw;
+}
+
+/* checksum difference of the header bytes; the check field is zeroed in both
+ * copies so the diff covers everything except the checksum itself */
+static __always_inline int emptcp_tcp_hdr_diff(struct emptcp_tcp_rewrite *rw)
+{
+	__u8 c0 = RW_OLD(rw)[16], c1 = RW_OLD(rw)[17];
+	__u32 ol = rw->oldlen & 0x3c, nl = rw->newlen & 0x3c;
+	__s64 d;
+
+	RW_OLD(rw)[16] = 0;
+	RW_OLD(rw)[17] = 0;
+	d = bpf_csum_diff((__be32 *)RW_OLD(rw), ol, (__be32 *)RW_NEW(rw), nl, 0);
+	RW_OLD(rw)[16] = c0;
+	RW_OLD(rw)[17] = c1;
+	if (d < 0)
+		return -1;
+	rw->diff = (__u32)d;
+	return 0;
+}
+
+/* the complete new TCP checksum (XDP: packets carry full checksums) */
+static __always_inline __u16 emptcp_tcp_new_check(struct emptcp_tcp_rewrite *rw)
+{
+	__u16 oldcheck = RW_OLD(rw)[16] | (RW_OLD(rw)[17] << 8);	/* packet order */
+	__u64 s = (__u16)~oldcheck;
+
+	s += rw->diff;
+	s += (__u16)~bpf_htons(rw->old_seg);
+	s += bpf_htons(rw->new_seg);
+	return ~emptcp_csum_fold_raw(s);
+}
+
+/* ------------------------------- XDP ----------------------------------- */
+
+#define EMPTCP_L2L3_MAX 96	/* >= Ethernet + 2 VLAN + IPv4 with options (82) */
+
+/* update IPv4 tot_len + checksum or IPv6 payload_len after a resize */
+static __always_inline int emptcp_xdp_fix_l3(struct xdp_md *ctx, int delta)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct emptcp_tcp_pkt p;
+
+	if (parse_tcp_packet(data, data_end, &p) < 0)
+		return -1;
+	if (p.iph) {
+		__u16 old = p.iph->tot_len;
+
+		p.iph->tot_len = bpf_htons(bpf_ntohs(old) + delta);
+		csum_replace2(&p.iph->check, old, p.iph->tot_len);
+	} else if (p.ip6h) {
+		p.ip6h->payload_len = bpf_htons(bpf_ntohs(p.ip6h->payload_len) + delta);
+	}
+	return 0;
+}
+
+static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
+						    const __u8 *opt, __u32 optlen,
+						    int kind, int subtype)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct emptcp_tcp_rewrite *rw;
+	__u8 l2l3[EMPTCP_L2L3_MAX] = {};
+	struct emptcp_tcp_pkt p;
+	__u64 pre, ol, nl;
+	__u16 check;
+	int delta, r;
+
+	rw = emptcp_rewrite_state();
+	if (!rw)
+		return -1;
+	if (parse_tcp_packet(data, data_end, &p) < 0)
+		return -1;
+	if (p.iph) {
+		__u32 tot = bpf_ntohs(p.iph->tot_len), ihl = p.iph->ihl * 4;
+
+		if (tot < ihl + p.tcp_len || (void *)p.iph + tot > data_end)
+			return -1;	/* lengths disagree with the frame */
+		rw->old_seg = tot - ihl;
+	} else if (p.ip6h) {
+		rw->old_seg = bpf_ntohs(p.ip6h->payload_len);
+		if (rw->old_seg < p.tcp_len || (void *)(p.ip6h + 1) + rw->old_seg > data_end)
+			return -1;
+	} else {
+		return -1;
+	}
+	pre = p.l4_off;
+	ol = p.tcp_len;
+	/* bounds the verifier keeps (clang may not reload a checked value) */
+	asm volatile("%0 &= 127" : "+r"(pre));
+	asm volatile("%0 &= 63" : "+r"(ol));
+	if (pre > EMPTCP_L2L3_MAX)
+		return -1;
+	/* separate barriers keep clang from merging a < x < b into one
+	 * unsigned compare of a temporary, which the verifier cannot use */
+	asm volatile("" : "+r"(pre));
+	if (pre < ETH_HLEN)
+		return -1;
+	if (ol > 60)
+		return -1;
+	asm volatile("" : "+r"(ol));
+	if (ol < 20)
+		return -1;
+	rw->oldlen = ol;
+	if (bpf_xdp_load_bytes(ctx, pre, RW_OLD(rw), ol) < 0)
+		return -1;
+	r = emptcp_tcp_rebuild(rw, op, opt, optlen, kind, subtype);
+	if (r != 0)
+		return r;
+	if (emptcp_tcp_hdr_diff(rw) < 0)
+		return -1;
+	nl = rw->newlen;
+	asm volatile("%0 &= 63" : "+r"(nl));
+	if (nl > 60)
+		return -1;
+	asm volatile("" : "+r"(nl));
+	if (nl < 20)
+		return -1;
+	delta = (int)nl - (int)ol;
+	rw->new_seg = rw->old_seg + delta;
+	check = emptcp_tcp_new_check(rw);
+	RW_NEW(rw)[16] = check & 0xff;
+	RW_NEW(rw)[17] = check >> 8;
+
+	if (bpf_xdp_load_bytes(ctx, 0, l2l3, pre) < 0)
+		return -1;
+	if (delta > 0) {
+		if (bpf_xdp_adjust_head(ctx, -delta) < 0)
+			return -1;
+		if (bpf_xdp_store_bytes(ctx, 0, l2l3, pre) < 0)
+			return -2;	/* cannot happen after a successful grow */
+		if (bpf_xdp_store_bytes(ctx, pre, RW_NEW(rw), nl) < 0)
+			return -2;
+	} else if (delta < 0) {
+		/* new header ends where the old one ended; then slide L2/L3 */
+		if (bpf_xdp_store_bytes(ctx, pre - delta, RW_NEW(rw), nl) < 0)
+			return -1;
+		if (bpf_xdp_store_bytes(ctx, -delta, l2l3, pre) < 0)
+			return -2;
+		if (bpf_xdp_adjust_head(ctx, -delta) < 0)
+			return -2;
+	} else {
+		if (bpf_xdp_store_bytes(ctx, pre, RW_NEW(rw), nl) < 0)
+			return -1;
+	}
+	if (delta && emptcp_xdp_fix_l3(ctx, delta) < 0)
+		return -2;
+	return 0;
+}
+
+/* ------------------------------- TC ------------------------------------ */
+
+static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op,
+						   const __u8 *opt, __u32 optlen,
+						   int kind, int subtype)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct emptcp_tcp_rewrite *rw;
+	struct emptcp_tcp_pkt p;
+	__u64 pre, l3, ol, nl, off;
+	__u16 oldlen16, newlen16;
+	int delta, r, v4;
+
+	rw = emptcp_rewrite_state();
+	if (!rw)
+		return -1;
+	if (parse_tcp_packet(data, data_end, &p) < 0)
+		return -1;
+	/* bpf_skb_adjust_room(NET) opens room right after the *base* L3
+	 * header; IPv4 options would be split, so they are refused here */
+	if (p.l3_off != ETH_HLEN)
+		return -1;
+	v4 = p.iph != NULL;
+	if (v4) {
+		__u32 tot = bpf_ntohs(p.iph->tot_len);
+
+		if (p.iph->ihl != 5 || tot < 20 + p.tcp_len || tot + ETH_HLEN > skb->len)
+			return -1;
+		rw->old_seg = tot - 20;
+		oldlen16 = p.iph->tot_len;
+	} else if (p.ip6h) {
+		rw->old_seg = bpf_ntohs(p.ip6h->payload_len);
+		if (rw->old_seg < p.tcp_len || rw->old_seg + 40 + ETH_HLEN > skb->len)
+			return -1;
+		oldlen16 = p.ip6h->payload_len;
+	} else {
+		return -1;
+	}
+	l3 = p.l3_off;
+	pre = p.l4_off;
+	ol = p.tcp_len;
+	asm volatile("%0 &= 63" : "+r"(ol));
+	if (ol > 60)
+		return -1;
+	asm volatile("" : "+r"(ol));
+	if (ol < 20)
+		return -1;
+	rw->oldlen = ol;
+	if (bpf_skb_load_bytes(skb, pre, RW_OLD(rw), ol) < 0)
+		return -1;
+	r = emptcp_tcp_rebuild(rw, op, opt, optlen, kind, subtype);
+	if (r != 0)
+		return r;
+	if (emptcp_tcp_hdr_diff(rw) < 0)
+		return -1;
+	nl = rw->newlen;
+	asm volatile("%0 &= 63" : "+r"(nl));
+	if (nl > 60)
+		return -1;
+	asm volatile("" : "+r"(nl));
+	if (nl < 20)
+		return -1;
+	delta = (int)nl - (int)ol;
+	rw->new_seg = rw->old_seg + delta;
+	/* keep the old checksum in the new header; the csum helpers fix it */
+	RW_NEW(rw)[16] = RW_OLD(rw)[16];
+	RW_NEW(rw)[17] = RW_OLD(rw)[17];
+
+	if (delta > 0) {
+		if (bpf_skb_adjust_room(skb, delta, BPF_ADJ_ROOM_NET, 0) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+			return -2;
+	} else if (delta < 0) {
+		if (bpf_skb_store_bytes(skb, pre - delta, RW_NEW(rw), nl, 0) < 0)
+			return -1;
+		if (bpf_skb_adjust_room(skb, delta, BPF_ADJ_ROOM_NET, 0) < 0)
+			return -2;
+	} else {
+		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+			return -1;
+	}
+	off = pre + 16;
+	if (bpf_l4_csum_replace(skb, off, 0, rw->diff, 0) < 0)
+		return -2;
+	if (delta == 0)
+		return 0;
+	newlen16 = bpf_htons(bpf_ntohs(oldlen16) + delta);
+	if (bpf_l4_csum_replace(skb, off, bpf_htons(rw->old_seg), bpf_htons(rw->new_seg),
+				BPF_F_PSEUDO_HDR | sizeof(__u16)) < 0)
+		return -2;
+	if (v4) {
+		if (bpf_skb_store_bytes(skb, l3 + 2, &newlen16, 2, 0) < 0)
+			return -2;
+		if (bpf_l3_csum_replace(skb, l3 + 10, oldlen16, newlen16, sizeof(__u16)) < 0)
+			return -2;
+	} else {
+		if (bpf_skb_store_bytes(skb, l3 + 4, &newlen16, 2, 0) < 0)
+			return -2;
+	}
+	return 0;
+}
+
+/*
+ * Hook-generic API.  0: packet changed; 1: nothing to do (remove: option not
+ * present); -1: refused, packet unchanged (not TCP, malformed options, would
+ * exceed 40 bytes, IPv4 options on TC); -2: failed half way (should not
+ * happen; the caller should drop).  Packet pointers are invalid afterwards.
+ */
+#define emptcp_tcp_opt_insert(ctx, opt, optlen) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_tcp_opts_edit, \
+		 struct __sk_buff *: emptcp_tc_tcp_opts_edit)(ctx, EMPTCP_OP_INSERT, opt, optlen, -1, -1)
+#define emptcp_tcp_opt_remove(ctx, kind, subtype) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_tcp_opts_edit, \
+		 struct __sk_buff *: emptcp_tc_tcp_opts_edit)(ctx, EMPTCP_OP_REMOVE, NULL, 0, kind, subtype)
+
+#endif /* EMPTCP_TCPOPT_H */
