@@ -1,0 +1,129 @@
+"""Hook specifications for emptcp plugins.
+
+A plugin is a Python distribution that declares an entry point in the group
+``emptcp``::
+
+    [project.entry-points.emptcp]
+    mptcp = "emptcp_mptcp"
+
+The entry point names a module (or any object) that implements some of the
+hooks below, marked with :data:`hookimpl`::
+
+    from emptcp.plugins import hookimpl
+
+    @hookimpl
+    def emptcp_stages():
+        return [StageSpec(...)]
+
+Hook functions may accept any *subset* of the arguments named in the spec
+(pluggy passes them by name). The built-in stages are registered through the
+very same hooks (``emptcp.plugins.builtin``), so nothing a built-in does is
+out of reach for a plugin.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..events import Event
+    from ..stages import StageSpec
+
+#: entry-point group and pluggy project name
+PROJECT = "emptcp"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def emptcp_stages() -> "list[StageSpec]":
+    """Return the selectors and actions this plugin provides.
+
+    Called once per process, when the plugin manager collects stages (on
+    ``emptcp plugins``, ``emptcp apply``, ``emptcp status``...), before any
+    object is loaded into the kernel.
+
+    :return: a list of :class:`emptcp.stages.StageSpec`. Each spec names:
+
+        - ``name``: the stage's name as written in TOML (unique across all
+          installed plugins and the built-ins);
+        - ``kind``: ``"action"`` or ``"selector"``;
+        - ``hooks``: the hooks it supports, a subset of
+          ``("xdp", "tc-ingress", "tc-egress")``;
+        - ``object``: absolute path of the compiled ELF object (usually inside
+          the plugin's package: ``os.path.join(os.path.dirname(__file__),
+          "bpf", "x.o")``);
+        - ``programs``: program type -> program (function) name in the object,
+          e.g. ``{"xdp": "myact_xdp", "tc": "myact_tc"}``; ``"xdp"`` is needed
+          for the xdp hook and ``"tc"`` for either TC hook;
+        - ``params`` and ``encode``: the typed parameter schema
+          (:class:`emptcp.stages.Param`) and the function turning the
+          validated parameters into the stage's parameter (an ``int`` 0..63
+          immediate or ``bytes`` of at most 64, the blob);
+        - ``abi_version``: the chain context ABI the object was compiled
+          against (:data:`emptcp.stages.ABI_VERSION`).
+
+    The manager fills ``plugin`` and ``distribution`` itself and validates each
+    spec (ABI version, object file present, one program per declared hook
+    present in the object, no duplicate names). A spec that fails validation
+    refuses the whole plugin with one :class:`emptcp.errors.PluginError`; other
+    plugins and running chains are not affected.
+
+    Return an empty list (or ``None``) to contribute nothing.
+    """
+
+
+@hookspec
+def emptcp_handle_event(event: "Event") -> Any:
+    """Handle one event from the data path.
+
+    Called by the event loop (``emptcp events``, or the daemon side of
+    ``emptcp apply --follow``) for every record a stage submits to the
+    ``emptcp_events`` ring buffer, after decoding it into an
+    :class:`emptcp.events.Event` (``event.name`` is ``"add_subflow"``,
+    ``"mptcp_opt"``, ``"log"`` or ``"type N"``; ``event.tuple`` is the
+    connection for the first two).
+
+    Every plugin sees every event: ignore the types you do not know. The hook
+    runs in the control-plane process (not in the kernel), may block briefly
+    (e.g. a netlink request) and should not raise; an exception is reported
+    with the plugin's name and the loop goes on with the next plugin.
+
+    :param event: the decoded event.
+    :return: anything; non-``None`` results are collected and shown by
+        ``emptcp events -v`` (e.g. ``"subflow 10.0.1.1 -> 10.0.0.2:80 created"``).
+    """
+
+
+@hookspec
+def emptcp_add_commands(subparsers: "argparse._SubParsersAction") -> None:
+    """Add sub-commands to the ``emptcp`` command line.
+
+    Called once while the CLI builds its argparse parser, with the
+    ``subparsers`` object of the top-level parser. Add parsers with
+    ``subparsers.add_parser(name, help=...)`` and set
+    ``parser.set_defaults(func=callable)``; ``callable(args)`` runs the command
+    and returns the exit code (0 ok, 1 runtime error, 2 usage error).
+
+    Prefix the command names with your plugin's name (``mptcp-...``) to avoid
+    clashes; a name that is already taken refuses the plugin's commands.
+
+    :param subparsers: the ``argparse`` sub-parser collection of ``emptcp``.
+    """
+
+
+@hookspec(firstresult=True)
+def emptcp_stage_object(spec: "StageSpec") -> "str | None":
+    """Override where the object of ``spec`` is loaded from.
+
+    Called when a stage is about to be loaded. Only the first non-``None``
+    answer counts (``firstresult``). Useful for development setups that build
+    objects elsewhere; plugins normally do not implement it.
+
+    :param spec: the validated stage spec.
+    :return: a path to an ELF object, or ``None`` to use ``spec.object``.
+    """
