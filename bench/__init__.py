@@ -1,0 +1,1 @@
+"""emptcp benchmarks: `python -m bench` (see bench/README.md)."""
