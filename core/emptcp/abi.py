@@ -1,0 +1,180 @@
+"""The Python mirror of ``bpf/common/emptcp_abi.h`` (+ ``emptcp_params.h``).
+
+This is the single place Python knows the chain context and table layouts.
+``tests/datapath/test_abi.py`` checks every size and offset here against the
+BTF of a compiled object, so the two cannot drift silently.  See docs/abi.md.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+ABI_VERSION = 1
+
+MAX_GEN = 4
+MAX_HOOKS = 32
+MAX_POLICIES = 128
+MAX_STAGES = 8
+SLOTS_PER_GEN = 256
+PARAM_SIZE = 64
+MAX_PARAMS = 4096
+MAX_TAIL_CALLS = 32          # stages per packet (selectors evaluated + actions)
+SCRATCH_SIZE = 512
+
+KIND_XDP, KIND_TC_INGRESS, KIND_TC_EGRESS = 0, 1, 2
+KINDS = {"xdp": KIND_XDP, "tc-ingress": KIND_TC_INGRESS, "tc-egress": KIND_TC_EGRESS}
+PHASE_SEL, PHASE_ACT = 0, 1
+
+# context byte 0 / byte 1 / param byte
+B0_ABI_SHIFT, B0_GEN_SHIFT, B0_GEN_MASK, B0_PHASE, B0_ACC = 4, 2, 0x0C, 0x02, 0x01
+B1_HOOK_MASK, B1_KIND_SHIFT, B1_KIND_MASK = 0x1F, 5, 0x60
+P_REF, P_OR, P_IMM_MASK = 0x80, 0x40, 0x3F
+
+HS_FIELDS = ("packets", "matched", "unmatched", "missed_tail_calls", "errors")
+SS_FIELDS = ("packets", "bytes", "missed_tail_calls")
+
+EV_ADD_SUBFLOW, EV_MPTCP_OPT, EV_LOG = 1, 2, 3
+
+# name -> (struct format, size) of every C struct Python reads or writes
+CTX = struct.Struct("<BBBB16s")                   # struct emptcp_ctx
+STATE = struct.Struct("<II")                      # struct emptcp_state
+HOOK_KEY = struct.Struct("<II")                   # struct emptcp_hook_key
+HOOK_VAL = struct.Struct("<I")                    # struct emptcp_hook_val
+POLICY = struct.Struct("<BBH8s8s8s8s")            # struct emptcp_policy
+STAGE_STAT = struct.Struct("<QQQ")                # struct emptcp_stage_stat
+HOOK_STAT = struct.Struct("<QQQQQ")               # struct emptcp_hook_stat
+EVENT_HDR = struct.Struct("<IIHBBI")              # struct emptcp_event_hdr
+EV_TUPLE = struct.Struct("<BBHHBB16s16s")         # struct emptcp_ev_tuple (ports raw)
+
+# C struct name -> {member: offset} and size, as the C compiler must lay them out
+LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
+    "emptcp_ctx": (20, {"b0": 0, "hook": 1, "policy": 2, "cur": 3, "stages": 4}),
+    "emptcp_stage": (2, {"slot": 0, "param": 1}),
+    "emptcp_state": (8, {"active_gen": 0, "abi_version": 4}),
+    "emptcp_hook_key": (8, {"ifindex": 0, "kind": 4}),
+    "emptcp_hook_val": (4, {"hook_id": 0}),
+    "emptcp_policy": (36, {"n_sel": 0, "n_act": 1, "policy_uid": 2, "sel_slot": 4,
+                           "sel_param": 12, "act_slot": 20, "act_param": 28}),
+    "emptcp_param": (64, {"data": 0}),
+    "emptcp_stage_stat": (24, {"packets": 0, "bytes": 8, "missed_tail_calls": 16}),
+    "emptcp_hook_stat": (40, {"packets": 0, "matched": 8, "unmatched": 16,
+                              "missed_tail_calls": 24, "errors": 32}),
+    "emptcp_event_hdr": (16, {"type": 0, "hook_id": 4, "policy": 8, "stage": 10,
+                              "phase": 11, "len": 12}),
+    "emptcp_ev_tuple": (40, {"family": 0, "proto": 1, "sport": 2, "dport": 4, "kind": 6,
+                             "saddr": 8, "daddr": 24}),
+    "emptcp_ev_mptcp_opt": (84, {"tuple": 0, "subtype": 40, "len": 41, "opt": 44}),
+    "emptcp_p_ip_pair": (36, {"family": 0, "local_plen": 1, "remote_plen": 2,
+                              "local": 4, "remote": 20}),
+    "emptcp_p_tuple": (40, {"family": 0, "mode": 1, "local_port": 2, "remote_port": 4,
+                            "local": 8, "remote": 24}),
+    "emptcp_p_service": (64, {"n": 0, "mode": 1, "r": 4}),
+    "emptcp_p_redirect": (4, {"ifindex": 0}),
+    "emptcp_p_window": (2, {"window": 0}),
+    "emptcp_p_opt_add": (41, {"len": 0, "bytes": 1}),
+    "emptcp_p_opt_del": (2, {"kind": 0, "subtype": 1}),
+}
+
+# map name -> (type name, key size, value size, max_entries)
+MAPS = {
+    "emptcp_xdp_progs": ("prog_array", 4, 4, MAX_GEN * SLOTS_PER_GEN),
+    "emptcp_tc_progs": ("prog_array", 4, 4, MAX_GEN * SLOTS_PER_GEN),
+    "emptcp_state": ("array", 4, STATE.size, 1),
+    "emptcp_hooks": ("hash", HOOK_KEY.size, HOOK_VAL.size, MAX_HOOKS),
+    "emptcp_policies": ("array", 4, POLICY.size, MAX_GEN * MAX_HOOKS * MAX_POLICIES),
+    "emptcp_params": ("hash", 4, PARAM_SIZE, MAX_PARAMS),
+    "emptcp_stage_stats": ("percpu_array", 4, STAGE_STAT.size, MAX_HOOKS * MAX_POLICIES * 16),
+    "emptcp_hook_stats": ("percpu_array", 4, HOOK_STAT.size, MAX_HOOKS),
+    "emptcp_events": ("ringbuf", 0, 0, 256 * 1024),
+    "emptcp_scratch": ("percpu_array", 4, SCRATCH_SIZE, 1),
+}
+SHARED_MAPS = tuple(MAPS)
+
+
+# ---- indices (same formulas as the EMPTCP_*_IDX macros) ----------------------
+
+def policy_index(gen: int, hook: int, policy: int) -> int:
+    return (gen * MAX_HOOKS + hook) * MAX_POLICIES + policy
+
+
+def param_key(gen: int, hook: int, policy: int, phase: int, stage: int) -> int:
+    return policy_index(gen, hook, policy) * 16 + phase * 8 + stage
+
+
+def stage_stat_index(hook: int, policy: int, phase: int, stage: int) -> int:
+    return (hook * MAX_POLICIES + policy) * 16 + phase * 8 + stage
+
+
+def prog_key(gen: int, slot: int) -> int:
+    return gen * SLOTS_PER_GEN + slot
+
+
+# ---- encoders/decoders ----------------------------------------------------------
+
+def param_byte(imm: int = 0, *, ref: bool = False, or_: bool = False) -> int:
+    if not 0 <= imm <= P_IMM_MASK:
+        raise ValueError(f"immediate parameter {imm} out of range 0..{P_IMM_MASK}")
+    return (P_REF if ref else 0) | (P_OR if or_ else 0) | imm
+
+
+@dataclass
+class Policy:
+    """One ``struct emptcp_policy``: stages as (slot, param byte) pairs."""
+    selectors: list[tuple[int, int]] = field(default_factory=list)
+    actions: list[tuple[int, int]] = field(default_factory=list)
+    uid: int = 0
+
+    def pack(self) -> bytes:
+        if len(self.selectors) > MAX_STAGES or len(self.actions) > MAX_STAGES:
+            raise ValueError(f"at most {MAX_STAGES} selectors and {MAX_STAGES} actions")
+
+        def col(stages, i):
+            return bytes(s[i] for s in stages).ljust(MAX_STAGES, b"\0")
+        return POLICY.pack(len(self.selectors), len(self.actions), self.uid,
+                           col(self.selectors, 0), col(self.selectors, 1),
+                           col(self.actions, 0), col(self.actions, 1))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Policy":
+        ns, na, uid, ss, sp, as_, ap = POLICY.unpack(raw)
+        return cls([(ss[i], sp[i]) for i in range(ns)], [(as_[i], ap[i]) for i in range(na)], uid)
+
+
+@dataclass
+class Context:
+    """The 20-byte chain context, decoded."""
+    gen: int = 0
+    phase: int = 0
+    acc: int = 0
+    hook: int = 0
+    kind: int = 0
+    policy: int = 0
+    cur: int = 0
+    stages: list[tuple[int, int]] = field(default_factory=list)
+    abi: int = ABI_VERSION
+
+    def pack(self) -> bytes:
+        b0 = (self.abi << B0_ABI_SHIFT) | ((self.gen << B0_GEN_SHIFT) & B0_GEN_MASK) \
+            | (B0_PHASE if self.phase else 0) | (B0_ACC if self.acc else 0)
+        b1 = (self.hook & B1_HOOK_MASK) | ((self.kind << B1_KIND_SHIFT) & B1_KIND_MASK)
+        st = b"".join(bytes(s) for s in self.stages).ljust(2 * MAX_STAGES, b"\0")
+        return CTX.pack(b0, b1, self.policy, self.cur, st)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Context":
+        b0, b1, pol, cur, st = CTX.unpack(raw[:CTX.size])
+        stages = [(st[2 * i], st[2 * i + 1]) for i in range(MAX_STAGES)]
+        return cls(gen=(b0 & B0_GEN_MASK) >> B0_GEN_SHIFT, phase=int(bool(b0 & B0_PHASE)),
+                   acc=b0 & B0_ACC, hook=b1 & B1_HOOK_MASK,
+                   kind=(b1 & B1_KIND_MASK) >> B1_KIND_SHIFT, policy=pol, cur=cur,
+                   stages=stages, abi=b0 >> B0_ABI_SHIFT)
+
+
+def sum_percpu(values, fields) -> dict[str, int]:
+    """Sum a per-CPU list of raw stat values into {field: total}."""
+    fmt = STAGE_STAT if len(fields) == 3 else HOOK_STAT
+    out = dict.fromkeys(fields, 0)
+    for raw in values:
+        for name, v in zip(fields, fmt.unpack(bytes(raw)[:fmt.size])):
+            out[name] += v
+    return out
