@@ -114,3 +114,25 @@ def test_userspace_pm_subflow_create():
         assert rep["intact"] and rep["mptcp"]["subflows"] == 1
         assert nstat_delta(s0, rig.server.nstat()).get("MPTcpExtMPJoinSynRx") == 1
         assert p1.bytes()["client_tx"] - b0["client_tx"] > 1 << 20
+
+
+def test_mp_prio_and_add_addr_counters():
+    """Counter names the MPTCP acceptance tests rely on: MPTcpExtMPPrioRx/Tx, MPTcpExtAddAddr."""
+    with Rig(2, client_subflow=True, server_signal=True) as rig:
+        c0, s0 = rig.client.nstat(), rig.server.nstat()
+        srv = rig.start_server()
+        cli = rig.start_client(srv.port, forever=True)
+        assert _wait(lambda: nstat_delta(c0, rig.client.nstat()).get("MPTcpExtAddAddr"))
+        assert _wait(lambda: [s for s in rig.client.subflows(srv.port)
+                              if s.is_join and s.local == rig.paths[1].client_addr])
+        # kernel PM: flipping the endpoint's backup flag sends MP_PRIO on its subflows
+        rig.client.mptcp("endpoint", "change", "id", "2", "backup")
+        assert _wait(lambda: nstat_delta(s0, rig.server.nstat()).get("MPTcpExtMPPrioRx"))
+        sv = _wait(lambda: [s for s in rig.server.subflows(srv.port)
+                            if s.remote == rig.paths[1].client_addr and s.peer_backup])
+        assert sv, rig.server.out("ss -tinM")
+        rep = cli.stop()
+        assert rep["intact"]
+        dc = nstat_delta(c0, rig.client.nstat())
+        assert dc.get("MPTcpExtMPPrioTx", 0) >= 1 and dc.get("MPTcpExtEchoAddTx", 0) >= 1
+        assert nstat_delta(s0, rig.server.nstat()).get("MPTcpExtAddAddrTx", 0) >= 1

@@ -20,7 +20,10 @@ def _split_endpoint(s: str):
     if not m:
         return s, None, None
     port = m.group("port")
-    return m.group("addr"), m.group("dev"), (int(port) if port.isdigit() else None)
+    addr = m.group("addr")
+    if addr.lower().startswith("::ffff:") and "." in addr:
+        addr = addr[7:]  # v4-mapped (sockets of a dual-stack "::" listener)
+    return addr, m.group("dev"), (int(port) if port.isdigit() else None)
 
 
 @dataclass
