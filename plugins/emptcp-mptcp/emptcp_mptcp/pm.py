@@ -1,0 +1,91 @@
+"""User-space side of ``add_subflow``: from the event to a netlink SUBFLOW_CREATE.
+
+The event (emptcp.events.Event, type add_subflow) carries the connection's
+tuple and, after it, this plugin's extension::
+
+    family:u8 pad:u8 remote_port:be16 local[16]
+
+The MPTCP connection token is looked up with ``ss -tinHM`` (the MPTCP socket
+whose addresses match the tuple); then ``MPTCP_PM_CMD_SUBFLOW_CREATE`` is sent
+to the ``mptcp_pm`` genl family. That command belongs to the *userspace* path
+manager: set ``sysctl net.mptcp.pm_type=1`` (or ``net.mptcp.path_manager=
+userspace``) in the namespace of the connections.
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from emptcp.events import HDR_SIZE, TUPLE_SIZE
+
+_EXT = struct.Struct("=BB2s16s")
+
+
+@dataclass(frozen=True)
+class SubflowRequest:
+    local_addr: str
+    remote_addr: str
+    remote_port: int
+    conn_local: str
+    conn_lport: int
+    conn_remote: str
+    conn_rport: int
+
+
+def request_of(event) -> SubflowRequest | None:
+    t = event.tuple
+    ext = event.raw[HDR_SIZE + TUPLE_SIZE:HDR_SIZE + TUPLE_SIZE + _EXT.size]
+    if t is None or len(ext) < _EXT.size:
+        return None
+    fam, _, rport, local = _EXT.unpack(ext)
+    laddr = str(ipaddress.IPv4Address(local[:4]) if fam == 4 else ipaddress.IPv6Address(local))
+    cl, clp, cr, crp = t.local_remote
+    return SubflowRequest(laddr, cr, int.from_bytes(rport, "big") or crp, cl, clp, cr, crp)
+
+
+def find_token(req: SubflowRequest, ns: str | None = None) -> int | None:
+    """Token of the MPTCP connection (local, lport) <-> (remote, rport), from ``ss -M``."""
+    from emptcp.rig.stats import ss
+    for e in ss(ns, "-M"):
+        if e.netid != "mptcp" or not e.token:
+            continue
+        if (e.local, e.lport, e.remote, e.rport) == (req.conn_local, req.conn_lport,
+                                                     req.conn_remote, req.conn_rport):
+            return int(e.token, 16)
+    return None
+
+
+def open_subflow(event, ns: str | None = None) -> str:
+    req = request_of(event)
+    if req is None:
+        return "add_subflow: event without connection tuple/extension, ignored"
+    token = find_token(req, ns)
+    conn = f"{req.conn_local}:{req.conn_lport} <-> {req.conn_remote}:{req.conn_rport}"
+    if token is None:
+        return f"add_subflow: no MPTCP connection {conn} found (ss -M)"
+    from emptcp.rig.pm import MptcpPM
+    with MptcpPM(ns) as pm:
+        pm.subflow_create(token, req.local_addr, req.remote_addr, req.remote_port)
+    return (f"add_subflow: subflow {req.local_addr} -> {req.remote_addr}:{req.remote_port} "
+            f"requested for {conn} (token {token:08x})")
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("mptcp-subflow", help="open an MPTCP subflow now (userspace PM)")
+    p.add_argument("token", help="connection token (hex, from ss -M)")
+    p.add_argument("local_addr")
+    p.add_argument("remote_addr")
+    p.add_argument("remote_port", type=int)
+
+    def run(args) -> int:
+        from emptcp.rig.pm import MptcpPM
+        try:
+            with MptcpPM() as pm:
+                pm.subflow_create(int(args.token, 16), args.local_addr, args.remote_addr,
+                                  args.remote_port)
+        except OSError as e:
+            print(f"emptcp mptcp-subflow: {e}")
+            return 1
+        return 0
+    p.set_defaults(func=run)
