@@ -1,0 +1,145 @@
+"""Policy chains end to end through the entry programs (BPF_PROG_TEST_RUN)."""
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import TCP
+from scapy.layers.l2 import Ether
+
+from emptcp.chain_compiler import (HookPolicies, PolicySpec, StageRef, encode_ip_pair,
+                                   encode_service, encode_set_recv_win, encode_tcp4tuple,
+                                   encode_tcp2tuple)
+
+from .conftest import (HOOK_TC_EG, HOOK_TC_IN, HOOK_XDP, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP,
+                       XDP_PASS)
+from .helpers import ACT, SEL, apply, checksums_ok, run, stat, tcp4, tcp6
+
+KINDS = [("xdp", HOOK_XDP, XDP_PASS, XDP_DROP), ("tc-ingress", HOOK_TC_IN, TC_ACT_OK, TC_ACT_SHOT)]
+
+
+def two_policies(hook, kind):
+    # policy 0: local 10.0.0.1 (dst on ingress), remote 10.0.0.0/24, port 80
+    #           -> count, set_recv_win 5000, count
+    # policy 1: port 22 -> drop
+    return [HookPolicies(hook, kind, [
+        PolicySpec([StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "10.0.0.0/24")),
+                    StageRef("service", encode_service([80]))],
+                   [StageRef("count"), StageRef("set_recv_win", encode_set_recv_win(5000)),
+                    StageRef("count")]),
+        PolicySpec([StageRef("service", encode_service([(22, 22)]))], [StageRef("drop")]),
+    ])]
+
+
+@pytest.mark.parametrize("kind,hook,pass_,drop", KINDS)
+def test_two_policies_match_runs_every_stage(dp, kind, hook, pass_, drop):
+    apply(dp, 1, two_policies(hook, kind))
+    res = run(dp, kind, tcp4())
+    assert res.retval == pass_
+    out = Ether(res.data)
+    assert out[TCP].window == 5000
+    assert checksums_ok(res.data)
+    for phase, stage in ((SEL, 0), (SEL, 1), (ACT, 0), (ACT, 1), (ACT, 2)):
+        assert stat(dp, hook, 0, phase, stage)["packets"] == 1, (phase, stage)
+    assert stat(dp, hook, 1, SEL, 0)["packets"] == 0
+    hs = dp.hook_stats(hook)
+    assert hs["packets"] == 1 and hs["matched"] == 1 and hs["missed_tail_calls"] == 0
+
+
+@pytest.mark.parametrize("kind,hook,pass_,drop", KINDS)
+def test_second_policy_and_nonmatching(dp, kind, hook, pass_, drop):
+    apply(dp, 2, two_policies(hook, kind))
+    assert run(dp, kind, tcp4(dport=22)).retval == drop
+    assert stat(dp, hook, 1, ACT, 0)["packets"] == 1
+    frame = tcp4(src="192.168.1.1", dport=443)
+    res = run(dp, kind, frame)
+    assert res.retval == pass_
+    assert res.data == frame            # untouched
+    hs = dp.hook_stats(hook)
+    assert hs["unmatched"] == 1 and hs["matched"] == 1
+    assert stat(dp, hook, 0, ACT, 0)["packets"] == 0
+
+
+def test_and_or_with_short_circuit(dp):
+    hook = HOOK_XDP
+    miss = StageRef("service", encode_service([9999]))
+    hit = StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "0.0.0.0/0"))
+    hit_or = StageRef("ip_pair", hit.param, op="or")
+    # (miss OR hit) -> match; (miss AND hit) -> no match, hit skipped
+    apply(dp, 1, [HookPolicies(hook, "xdp", [
+        PolicySpec([miss, StageRef("ip_pair", hit.param)], [StageRef("drop")]),
+        PolicySpec([miss, hit_or], [StageRef("count")]),
+    ])])
+    res = run(dp, "xdp", tcp4())
+    assert res.retval == XDP_PASS
+    assert stat(dp, hook, 0, SEL, 0)["packets"] == 1
+    assert stat(dp, hook, 0, SEL, 1)["packets"] == 0     # AND after false: skipped
+    assert stat(dp, hook, 1, SEL, 1)["packets"] == 1     # OR after false: evaluated
+    assert stat(dp, hook, 1, ACT, 0)["packets"] == 1
+    # (hit OR miss): miss is skipped, actions run
+    apply(dp, 2, [HookPolicies(hook, "xdp", [
+        PolicySpec([hit, StageRef("service", miss.param, op="or")], [StageRef("drop")])])])
+    dp.clear_stats()
+    assert run(dp, "xdp", tcp4()).retval == XDP_DROP
+    assert stat(dp, hook, 0, SEL, 1)["packets"] == 0
+
+
+def test_eight_selectors_and_eight_actions(dp):
+    hook = HOOK_XDP
+    sel = StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "10.0.0.2/32"))
+    apply(dp, 3, [HookPolicies(hook, "xdp", [
+        PolicySpec([sel] * 8, [StageRef("count")] * 8)])])
+    assert run(dp, "xdp", tcp4()).retval == XDP_PASS
+    for phase in (SEL, ACT):
+        for s in range(8):
+            assert stat(dp, hook, 0, phase, s)["packets"] == 1, (phase, s)
+
+
+def test_missing_stage_counts_missed_tail_call(dp):
+    hook = HOOK_XDP
+    apply(dp, 1, [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("count"), StageRef("drop")])])])
+    dp.uninstall(1, "xdp", dp.slots[("drop", "xdp")])
+    try:
+        assert run(dp, "xdp", tcp4()).retval == XDP_PASS   # never the drop
+        assert stat(dp, hook, 0, ACT, 0)["packets"] == 1
+        assert stat(dp, hook, 0, ACT, 1)["missed_tail_calls"] == 1
+        assert dp.hook_stats(hook)["missed_tail_calls"] == 1
+    finally:
+        dp.install(1, {("drop", "xdp"): dp.slots[("drop", "xdp")]})
+
+
+def test_generation_flip_is_per_packet_snapshot(dp):
+    hook = HOOK_XDP
+    apply(dp, 1, [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("drop")])])])
+    assert run(dp, "xdp", tcp4()).retval == XDP_DROP
+    apply(dp, 2, [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("pass")])])])
+    assert run(dp, "xdp", tcp4()).retval == XDP_PASS
+    dp.flip(1)
+    assert run(dp, "xdp", tcp4()).retval == XDP_DROP
+
+
+def test_repeat_reuses_metadata(dp):
+    apply(dp, 1, [HookPolicies(HOOK_XDP, "xdp", [PolicySpec([], [StageRef("count")])])])
+    assert run(dp, "xdp", tcp4(), repeat=100).retval == XDP_PASS
+    assert stat(dp, HOOK_XDP, 0, ACT, 0)["packets"] == 100
+    assert dp.hook_stats(HOOK_XDP)["errors"] == 0
+
+
+def test_local_remote_direction_on_tc(dp):
+    # egress: local = source
+    pol = [PolicySpec([StageRef("ip_pair", encode_ip_pair("10.0.0.2/32", "10.0.0.1/32")),
+                       StageRef("tcp4tuple", encode_tcp4tuple("10.0.0.2", 40000, "10.0.0.1", 80)),
+                       StageRef("tcp2tuple", encode_tcp2tuple(ports=(40000, 80)))],
+                      [StageRef("drop")])]
+    apply(dp, 1, [HookPolicies(HOOK_TC_EG, "tc-egress", pol),
+                  HookPolicies(HOOK_TC_IN, "tc-ingress", pol)])
+    assert run(dp, "tc-egress", tcp4()).retval == TC_ACT_SHOT
+    assert run(dp, "tc-ingress", tcp4()).retval == TC_ACT_OK
+
+
+def test_ipv6_ip_pair_and_mptcp_subtype(dp):
+    apply(dp, 1, [HookPolicies(HOOK_XDP, "xdp", [
+        PolicySpec([StageRef("ip_pair", encode_ip_pair("fd00::/64", "fd00::2/128")),
+                    StageRef("mptcp_subtype", 5)], [StageRef("drop")])])])
+    mp_prio = (30, b"\x50")   # MPTCP kind 30, MP_PRIO subtype 5
+    assert run(dp, "xdp", tcp6(options=[mp_prio])).retval == XDP_DROP
+    assert run(dp, "xdp", tcp6(options=[(30, b"\x20\x00")])).retval == XDP_PASS
+    assert run(dp, "xdp", tcp6()).retval == XDP_PASS
