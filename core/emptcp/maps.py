@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any, Iterable, Iterator
 
 from .codecs import Codec, make_codec
-from .errors import KeyNotFoundError, MapKeyError, NotFoundError, error_from_errno
+from .errors import BpfError, KeyNotFoundError, MapKeyError, NotFoundError, error_from_errno
 from .info import MapInfo, fd_by_id, map_info
 from .libbpf import check, ffi, lib, num_possible_cpus
 
@@ -32,6 +32,11 @@ class MapType:
     RINGBUF = 27
     PERCPU = {PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, 21}  # 21: PERCPU_CGROUP_STORAGE
     ARRAYS = {ARRAY, PERCPU_ARRAY, PROG_ARRAY, PERF_EVENT_ARRAY}
+
+
+#: map types whose elements can be read with BPF_MAP_LOOKUP_BATCH
+_BATCHABLE = {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
+              MapType.LRU_HASH, MapType.LRU_PERCPU_HASH}
 
 
 class Map(MutableMapping):
@@ -236,6 +241,12 @@ class Map(MutableMapping):
 
     def items(self):  # type: ignore[override]
         """(key, value) pairs; keys that vanish between walk and lookup are skipped."""
+        if self.info.type in _BATCHABLE:
+            try:
+                return self.lookup_batch()
+            except BpfError as e:
+                if e.errno not in (errno.EINVAL, 524, errno.EOPNOTSUPP):
+                    raise
         out = []
         for raw in self.raw_keys():
             try:

@@ -128,7 +128,7 @@ def load(desc: ObjectDescription, *, unpin_only_fail: bool = True) -> Iterator[O
         for name, pin in fresh.items():
             ensure_dir(os.path.dirname(pin.path))
             if os.path.exists(pin.path):  # REPLACE: pin beside, then rename over atomically
-                tmp = f"{pin.path}.new-{os.getpid()}"
+                tmp = f"{pin.path}-new-{os.getpid()}"  # bpffs names cannot hold "."
                 obj.maps[name].pin(tmp)
                 replaced.append((tmp, pin.path))
                 os.rename(tmp, pin.path)

@@ -1,0 +1,278 @@
+"""The ``emptcp`` command line (also ``python -m emptcp``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+from . import __version__
+from .engine import DEFAULT_PIN_ROOT
+from .errors import ConfigError, EmptcpError, PluginError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+EPILOG = """\
+exit codes: 0 success; 1 kernel/runtime error (verifier, permissions, I/O);
+            2 bad input (configuration, arguments, plugin refused)
+
+examples:
+  emptcp apply examples/backup-path.toml     apply a policy file (transactional)
+  emptcp plan examples/backup-path.toml      show what would change, verify, touch nothing
+  emptcp status --json                       hooks, policies, per-stage counters
+  emptcp events --json                       stream data-path events
+  emptcp detach --all                        remove everything emptcp attached and pinned
+  emptcp demo                                see emptcp steer a real MPTCP connection
+"""
+
+
+def _pin_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pin-root", default=os.environ.get("EMPTCP_PIN_ROOT", DEFAULT_PIN_ROOT),
+                   help="bpffs directory holding emptcp's state (default: %(default)s; "
+                        "env EMPTCP_PIN_ROOT)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emptcp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Policy chains of small eBPF programs on XDP and TC hooks, "
+                    "with Multipath TCP actions.")
+    parser.add_argument("--version", action="version", version=f"emptcp {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-vv: libbpf debug output)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("apply", help="apply a TOML policy file (plan, load, fill a new "
+                       "generation, flip)", description="Apply a policy file transactionally: "
+                       "on any error the running configuration is left untouched. Re-applying "
+                       "the same file changes nothing.")
+    p.add_argument("file")
+    p.add_argument("--dry-run", action="store_true", help="plan and verify only (like `plan`)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _pin_root(p)
+
+    p = sub.add_parser("plan", help="show what applying FILE would change; verify; touch nothing")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    _pin_root(p)
+
+    p = sub.add_parser("status", help="hooks, policies, chains and per-stage counters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _pin_root(p)
+
+    p = sub.add_parser("detach", help="remove the hooks of one interface, or everything")
+    p.add_argument("interface", nargs="?", help="interface whose hooks to remove")
+    p.add_argument("--all", action="store_true", help="remove every attachment and pin")
+    _pin_root(p)
+
+    p = sub.add_parser("events", help="stream events from the data path (ring buffer)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--count", type=int, default=0, help="stop after N events")
+    p.add_argument("--timeout", type=float, default=0, help="stop after S seconds")
+    _pin_root(p)
+
+    p = sub.add_parser("run", help="apply FILE and stay in the foreground serving event "
+                       "handlers (e.g. add_subflow)")
+    p.add_argument("file")
+    p.add_argument("--on-exit", choices=("keep", "detach"), default="detach",
+                   help="on SIGTERM/SIGINT keep the configuration or detach it "
+                        "(default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=0, help="exit after S seconds")
+    _pin_root(p)
+
+    p = sub.add_parser("demo", help="build a two-path MPTCP rig in namespaces, apply a "
+                       "scenario, show the evidence, tear down")
+    p.add_argument("scenario", nargs="?", default="backup",
+                   help="scenario name (see `emptcp demo --list`)")
+    p.add_argument("--list", action="store_true", help="list scenarios")
+    p.add_argument("--json", action="store_true")
+
+    try:
+        from . import cli_plugins
+        cli_plugins.add_parsers(sub)
+    except ImportError:
+        pass
+    try:
+        from .plugins.manager import PluginManager
+        PluginManager().pm.hook.emptcp_add_commands(subparsers=sub)
+    except Exception as e:  # a plugin's broken CLI must not break the core's
+        logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
+    return parser
+
+
+# ---- commands ----------------------------------------------------------------
+def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
+    from .api import apply
+    result = apply(args.file, args.pin_root, dry_run=dry_run or args.dry_run)
+    if args.json:
+        print(json.dumps({"changed": result.changed, "generation": result.generation,
+                          "dry_run": dry_run or args.dry_run, "changes": result.summary}))
+        return EXIT_OK
+    verb = "would change" if (dry_run or args.dry_run) else "applied"
+    if not result.changed:
+        print(result.summary[0] if result.summary else "no changes")
+        return EXIT_OK
+    for line in result.summary:
+        print(line)
+    if dry_run or args.dry_run:
+        print(f"{verb}: {len(result.summary)} change(s); verifier preflight passed")
+    else:
+        print(f"{verb} generation {result.generation}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .api import status
+    st = status(args.pin_root)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return EXIT_OK
+    if not st["applied"]:
+        print(f"nothing applied under {st['pin_root']}")
+        return EXIT_OK
+    print(f"pin root {st['pin_root']}  generation {st['generation']}  applied "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st['applied_at']))}")
+    for h in st["hooks"]:
+        c = h["counters"]
+        att = f"link {h['attached']['link_id']}" if h["attached"] else "NOT ATTACHED"
+        mode = f" ({h['mode']})" if h.get("mode") else ""
+        print(f"\nhook {h['name']}: {h['type']}{mode} on {h['interface']} "
+              f"(ifindex {h['ifindex']}, {att})")
+        print(f"  packets {c['packets']}  matched {c['matched']}  unmatched {c['unmatched']}  "
+              f"missed tail calls {c['missed_tail_calls']}  errors {c['errors']}")
+        for p in h["policies"]:
+            print(f"  policy {p['name']} (priority {p['priority']})")
+            for kind in ("selectors", "actions"):
+                for i, s in enumerate(p[kind]):
+                    op = f"{s['op']} " if kind == "selectors" and i else ""
+                    params = " ".join(f"{k}={v}" for k, v in s["params"].items() if v is not None)
+                    sc = s["counters"]
+                    missed = f"  missed {sc['missed_tail_calls']}" if sc["missed_tail_calls"] else ""
+                    print(f"    {kind[:-1]:8} {op}{s['use']:<18} {params:<40} "
+                          f"{sc['packets']:>10} pkts {sc['bytes']:>12} bytes{missed}")
+    return EXIT_OK
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    from .api import detach
+    if not args.all and not args.interface:
+        raise ConfigError("say which interface, or --all")
+    removed = detach(args.interface, args.pin_root, all=args.all)
+    print("removed: " + (", ".join(removed) if removed else "nothing (nothing was applied)"))
+    return EXIT_OK
+
+
+def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[], bool],
+                poll_ms: int = 200) -> None:
+    from .buffers import RingBuffer
+    from .engine import PinRoot
+    from .events import decode as decode_event
+    from .maps import Map
+    path = PinRoot(pin_root).map("emptcp_events")
+    with Map.from_pin(path) as ring, RingBuffer(ring, lambda raw: handle(decode_event(raw))) as rb:
+        while not stop():
+            rb.poll(poll_ms)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    seen = 0
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+
+    def show(ev: Any) -> None:
+        nonlocal seen
+        seen += 1
+        d = ev.as_dict() if hasattr(ev, "as_dict") else dict(ev)
+        print(json.dumps(d) if args.json else " ".join(f"{k}={v}" for k, v in d.items()),
+              flush=True)
+
+    def stop() -> bool:
+        return bool((args.count and seen >= args.count)
+                    or (deadline and time.monotonic() > deadline))
+    _event_loop(args.pin_root, show, stop)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .api import apply, detach
+    from .plugins.manager import PluginManager
+    plugins = PluginManager()
+    result = apply(args.file, args.pin_root, plugins=plugins)
+    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
+          flush=True)
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    log = logging.getLogger("emptcp.run")
+
+    def handle(ev: Any) -> None:
+        try:
+            plugins.pm.hook.emptcp_handle_event(event=ev)
+        except Exception as e:  # a handler's failure is logged, the daemon goes on
+            log.error("event handler failed on %s: %s", ev, e)
+    try:
+        _event_loop(args.pin_root, handle,
+                    lambda: stopping or bool(deadline and time.monotonic() > deadline))
+    finally:
+        if args.on_exit == "detach":
+            detach(pin_root=args.pin_root, all=True)
+            print("detached", flush=True)
+        else:
+            print("configuration kept", flush=True)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import list_scenarios, run_demo
+    if args.list:
+        for name, text in list_scenarios():
+            print(f"{name:<16} {text}")
+        return EXIT_OK
+    return run_demo(args.scenario, as_json=args.json)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "apply": cmd_apply, "plan": lambda a: cmd_apply(a, dry_run=True), "status": cmd_status,
+    "detach": cmd_detach, "events": cmd_events, "run": cmd_run, "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="emptcp: %(levelname)s: %(message)s")
+    if args.verbose < 2:
+        logging.getLogger("emptcp.libbpf").setLevel(logging.ERROR)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    fn = COMMANDS.get(args.command) or getattr(args, "func", None)
+    if fn is None:
+        parser.error(f"unknown command {args.command}")
+    try:
+        return fn(args)
+    except (ConfigError, PluginError) as e:
+        print(f"emptcp {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except EmptcpError as e:
+        print(f"emptcp {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"emptcp {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

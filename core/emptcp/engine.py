@@ -1,0 +1,532 @@
+"""The apply engine: turn a resolved configuration into kernel state, transactionally.
+
+Everything emptcp owns lives under one pin root (default /sys/fs/bpf/emptcp)::
+
+    maps/emptcp_*      shared maps (prog arrays, tables, counters, events)
+    links/<type>.<if>  one BPF link per hook (XDP link or TCX link) running the entry
+    gen<N>             the description of generation N (a pinned array map of JSON)
+
+An apply builds a *new* generation (prog-array slots, policy and parameter
+tables, its description) while the old one keeps running, then flips the one
+index in ``emptcp_state``. Until the flip nothing a packet can see has changed;
+a failure (or SIGKILL) before it leaves the previous configuration running and
+the next command cleans up what the failed one left. A lock serialises applies.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from . import builtin_object
+from .config import Resolved, ResolvedHook, ResolvedStage
+from .errors import EmptcpError, NotFoundError
+from .links import Link, attach_tcx, attach_xdp
+from .maps import Map, MapType
+from .objects import Object, ObjectSpec
+from .abi import (HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, P_OR, P_REF, POLICY,
+                  SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
+from .stages import HOOK_TYPE, StageSpec
+
+__all__ = ["DEFAULT_PIN_ROOT", "Engine", "ApplyResult"]
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
+KIND = KINDS
+ENTRY_PROGRAM = {"xdp": "emptcp_xdp_entry", "tc-ingress": "emptcp_tc_ingress_entry",
+                 "tc-egress": "emptcp_tc_egress_entry"}
+PROG_ARRAY = {"xdp": "emptcp_xdp_progs", "tc": "emptcp_tc_progs"}
+SLOTS = SLOTS_PER_GEN
+#: a retired generation is reused only after this long: every packet that
+#: snapshotted it finished its chain long before (a chain runs in microseconds)
+GRACE_S = 0.05
+_META_CHUNK = 4096
+stat_index = stage_stat_index
+
+
+@dataclass
+class ApplyResult:
+    changed: bool
+    generation: int
+    summary: list[str]
+
+
+class PinRoot:
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") or "/"
+        self.maps = os.path.join(self.root, "maps")
+        self.links = os.path.join(self.root, "links")
+
+    def map(self, name: str) -> str:
+        return os.path.join(self.maps, name)
+
+    def link(self, hook_type: str, iface: str) -> str:
+        # bpffs refuses names with '.', so "eth0.100" becomes "eth0_100"
+        return os.path.join(self.links, f"{hook_type}@{iface.replace('.', '_')}")
+
+    def gen(self, g: int) -> str:
+        return os.path.join(self.root, f"gen{g}")
+
+    def lock_path(self) -> str:
+        tag = hashlib.sha1(self.root.encode()).hexdigest()[:12]
+        return f"/run/lock/emptcp-{tag}.lock"
+
+
+# ---- generation descriptions: JSON in a pinned array map -----------------------
+def write_meta(path: str, doc: dict[str, Any]) -> None:
+    raw = json.dumps(doc, sort_keys=True).encode()
+    chunks = [raw[i:i + _META_CHUNK] for i in range(0, len(raw), _META_CHUNK)] or [b""]
+    with Map.create(MapType.ARRAY, 4, _META_CHUNK, len(chunks) + 1, name="emptcp_meta",
+                    key=int) as m:
+        m.update_batch([(0, struct.pack("I", len(raw)).ljust(_META_CHUNK, b"\0"))]
+                       + [(i + 1, c.ljust(_META_CHUNK, b"\0")) for i, c in enumerate(chunks)])
+        tmp = f"{path}-tmp"
+        unpin(tmp)
+        m.pin(tmp)
+        os.replace(tmp, path)
+
+
+def unpin(path: str) -> None:
+    """Remove a pin if present (bpffs answers EPERM, not ENOENT, for a missing name)."""
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def read_meta(path: str) -> dict[str, Any] | None:
+    try:
+        m = Map.from_pin(path, key=int)
+    except NotFoundError:
+        return None
+    with m:
+        length = struct.unpack_from("I", m[0])[0]
+        raw = b"".join(m[i] for i in range(1, m.info.max_entries))[:length]
+    return json.loads(raw)
+
+
+@contextlib.contextmanager
+def locked(root: PinRoot, timeout: float | None = None) -> Iterator[None]:
+    """Serialise commands that change one pin root (the kernel drops the lock on SIGKILL)."""
+    os.makedirs(os.path.dirname(root.lock_path()), exist_ok=True)
+    fd = os.open(root.lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:  # type: ignore[operator]
+                    raise EmptcpError(f"{root.root} is locked by another emptcp command") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class Engine:
+    """Apply, inspect and remove emptcp configurations under one pin root."""
+
+    def __init__(self, pin_root: str = DEFAULT_PIN_ROOT,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.pins = PinRoot(pin_root)
+        self._progress = progress or (lambda step: None)
+
+    # ---- shared maps ---------------------------------------------------------
+    def _open_entry(self, created: list[str]) -> Object:
+        """Load the entry object with the shared maps; pin those that were missing."""
+        spec = ObjectSpec(builtin_object("entry"))
+        try:
+            for name, m in spec.maps.items():
+                if name.startswith("emptcp_") and os.path.exists(self.pins.map(name)):
+                    m.reuse(self.pins.map(name))
+            obj = spec.load()
+        except BaseException:
+            spec.close()
+            raise
+        os.makedirs(self.pins.maps, exist_ok=True)
+        for name, m in obj.maps.items():
+            if name.startswith("emptcp_") and not os.path.exists(self.pins.map(name)):
+                m.pin(self.pins.map(name))
+                created.append(self.pins.map(name))
+        return obj
+
+    def _shared(self, name: str, **codec: Any) -> Map:
+        return Map.from_pin(self.pins.map(name), **codec)
+
+    def state(self) -> tuple[int, dict[str, Any]] | None:
+        """(active generation, its description) or None when nothing is applied."""
+        if not os.path.exists(self.pins.map("emptcp_state")):
+            return None
+        with self._shared("emptcp_state", key=int, value=STATE.format) as st:
+            gen, _abi = st[0]
+        meta = read_meta(self.pins.gen(gen))
+        if meta is None or not meta.get("committed"):
+            return None
+        return gen, meta
+
+    # ---- apply -------------------------------------------------------------
+    def apply(self, resolved: Resolved, *, dry_run: bool = False) -> ApplyResult:
+        with locked(self.pins):
+            return self._apply(resolved, dry_run)
+
+    def _apply(self, resolved: Resolved, dry_run: bool) -> ApplyResult:
+        objects = self._stage_objects(resolved)
+        digest = resolved.digest({p: _sha256(p) for p in objects})
+        current = self.state()
+        old = current[1] if current else None
+        summary = diff_summary(old, resolved)
+        if old is not None and old.get("digest") == digest:
+            self._cleanup_stale(old)
+            return ApplyResult(False, current[0], ["no changes: this configuration is "  # type: ignore[index]
+                                                   "already applied"])
+        if dry_run:
+            self._preflight(objects)
+            return ApplyResult(bool(summary), current[0] if current else -1, summary)
+        created: list[str] = []      # pins this apply made; removed if it fails
+        attached: list[str] = []     # link pins this apply made
+        new_hook_keys: list[bytes] = []
+        loaded: list[Object] = []
+        try:
+            self._progress("load")
+            entry = self._open_entry(created)
+            loaded.append(entry)
+            gen = self._next_generation(current)
+            self._progress("clear")
+            self._clear_generation(gen)
+            self._progress("programs")
+            slots = self._install_programs(gen, objects, loaded)
+            hook_ids = self._assign_hook_ids(resolved, old, new_hook_keys)
+            self._progress("tables")
+            self._write_tables(gen, resolved, slots, hook_ids)
+            doc = {"committed": True, "digest": digest, "generation": gen,
+                   "applied_at": time.time(), "config": resolved.config.to_dict(),
+                   "resolved": resolved.describe(), "hook_ids": hook_ids,
+                   "slots": {f"{t}:{n}": s for (t, n), s in slots.items()},
+                   "pin_root": self.pins.root}
+            write_meta(self.pins.gen(gen), doc)
+            created.append(self.pins.gen(gen))
+            self._progress("attach")
+            self._attach(resolved, entry, attached)
+            self._progress("flip")
+            with self._shared("emptcp_state", key=int, value=STATE.format) as st:
+                st[0] = (gen, 1)
+        except BaseException:
+            self._rollback(created, attached, new_hook_keys, old)
+            raise
+        finally:
+            for o in loaded:
+                o.close()
+        self._progress("cleanup")
+        self._reset_stats(old, resolved, hook_ids)
+        self._cleanup_stale(doc)
+        return ApplyResult(True, gen, summary)
+
+    def _stage_objects(self, resolved: Resolved) -> dict[str, list[tuple[str, StageSpec]]]:
+        """object path -> [(hook program type, spec)] needed by this configuration."""
+        need: dict[str, dict[tuple[str, str], StageSpec]] = {}
+        for hook in resolved.hooks.values():
+            for p in hook.policies:
+                for s in p.selectors + p.actions:
+                    t = HOOK_TYPE[hook.type]
+                    need.setdefault(s.spec.object, {})[(t, s.spec.name)] = s.spec
+        return {path: [(t, spec) for (t, _), spec in sorted(d.items())]
+                for path, d in sorted(need.items())}
+
+    def _preflight(self, objects: dict[str, list[tuple[str, StageSpec]]]) -> None:
+        """Verifier preflight: load every stage object (and the entry) without attaching."""
+        ObjectSpec(builtin_object("entry")).load().close()
+        for path in objects:
+            ObjectSpec(path).load().close()
+
+    def _next_generation(self, current: tuple[int, dict[str, Any]] | None) -> int:
+        if current is None:
+            return 0
+        gen = (current[0] + 1) % MAX_GEN
+        # the generation we overwrite stopped being active when its successor
+        # was flipped in; wait out the grace period if that was very recent
+        successor = read_meta(self.pins.gen((gen + 1) % MAX_GEN))
+        if successor and successor.get("committed"):
+            wait = successor.get("applied_at", 0) + GRACE_S - time.time()
+            if wait > 0:
+                time.sleep(wait)
+        return gen
+
+    def _clear_generation(self, gen: int) -> None:
+        for t in ("xdp", "tc"):
+            with self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
+                for slot in range(SLOTS):
+                    with contextlib.suppress(NotFoundError):
+                        pa.delete(gen * SLOTS + slot)
+        with self._shared("emptcp_policies", key=int) as pol:
+            zero = bytes(POLICY.size)
+            base = policy_index(gen, 0, 0)
+            pol.update_batch((base + i, zero) for i in range(MAX_HOOKS * MAX_POLICIES))
+        with self._shared("emptcp_params", key=int) as params:
+            lo, hi = policy_index(gen, 0, 0) * 16, policy_index(gen + 1, 0, 0) * 16
+            stale = [k for k in params if lo <= k < hi]
+            if stale:
+                params.delete_batch(stale)
+        unpin(self.pins.gen(gen))
+
+    def _install_programs(self, gen: int, objects: dict[str, list[tuple[str, StageSpec]]],
+                          loaded: list[Object]) -> dict[tuple[str, str], int]:
+        slots: dict[tuple[str, str], int] = {}
+        next_slot = {"xdp": 1, "tc": 1}
+        for path, uses in objects.items():
+            spec = ObjectSpec(path)
+            try:
+                wanted = {spec_.programs[t] for t, spec_ in uses}
+                for name, p in spec.programs.items():
+                    p.autoload = name in wanted
+                for name, m in spec.maps.items():
+                    if name.startswith("emptcp_") and os.path.exists(self.pins.map(name)):
+                        m.reuse(self.pins.map(name))
+                obj = spec.load()
+            except BaseException:
+                spec.close()
+                raise
+            loaded.append(obj)
+            for t, st in uses:
+                slot = next_slot[t]
+                if slot >= SLOTS:
+                    raise EmptcpError(f"more than {SLOTS - 1} {t} stages in one configuration")
+                next_slot[t] += 1
+                with self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
+                    pa[gen * SLOTS + slot] = obj.programs[st.programs[t]].fd
+                slots[(t, st.name)] = slot
+        return slots
+
+    def _assign_hook_ids(self, resolved: Resolved, old: dict[str, Any] | None,
+                         new_keys: list[bytes]) -> dict[str, int]:
+        """Stable ids: a hook keeps its id; new hooks never take an id the running
+        generation still uses (its packets would run the old hook's policies)."""
+        taken = {}
+        if old:
+            for h in old["resolved"]["hooks"]:
+                taken[(h["ifindex"], h["type"])] = old["hook_ids"][h["name"]]
+        used = set(taken.values())
+        ids: dict[str, int] = {}
+        with self._shared("emptcp_hooks") as hooks:
+            for h in resolved.hooks.values():
+                key = (h.ifindex, h.type)
+                if key in taken:
+                    ids[h.name] = taken[key]
+                    continue
+                free = next((i for i in range(MAX_HOOKS) if i not in used), None)
+                if free is None:
+                    raise EmptcpError(f"no free hook id (at most {MAX_HOOKS} hooks)")
+                used.add(free)
+                ids[h.name] = free
+                raw = struct.pack("II", h.ifindex, KIND[h.type])
+                hooks[raw] = struct.pack("I", free)
+                new_keys.append(raw)
+        return ids
+
+    def _write_tables(self, gen: int, resolved: Resolved, slots: dict[tuple[str, str], int],
+                      hook_ids: dict[str, int]) -> None:
+        policies: list[tuple[int, bytes]] = []
+        params: list[tuple[int, bytes]] = []
+        uid = 0
+        for hook in resolved.hooks.values():
+            t = HOOK_TYPE[hook.type]
+            hid = hook_ids[hook.name]
+            for pi, p in enumerate(hook.policies):
+                uid += 1
+                idx = policy_index(gen, hid, pi)
+                rows = []
+                for phase, stages in ((0, p.selectors), (1, p.actions)):
+                    s_slots, s_params = bytearray(8), bytearray(8)
+                    for si, s in enumerate(stages):
+                        s_slots[si] = slots[(t, s.spec.name)]
+                        s_params[si] = _param_byte(s, phase)
+                        if isinstance(s.encoded, bytes):
+                            params.append((idx * 16 + phase * 8 + si, s.encoded.ljust(64, b"\0")))
+                    rows += [bytes(s_slots), bytes(s_params)]
+                policies.append((idx, POLICY.pack(len(p.selectors), len(p.actions), uid & 0xFFFF,
+                                                  *rows)))
+        with self._shared("emptcp_params", key=int) as m:
+            m.update_batch(params)
+        with self._shared("emptcp_policies", key=int) as m:
+            m.update_batch(policies)
+
+    def _attach(self, resolved: Resolved, entry: Object, attached: list[str]) -> None:
+        os.makedirs(self.pins.links, exist_ok=True)
+        for h in resolved.hooks.values():
+            path = self.pins.link(h.type, h.interface)
+            if os.path.exists(path):
+                with Link.from_pin(path) as link:
+                    info = link.info
+                if info.ifindex == h.ifindex:
+                    continue
+                os.unlink(path)  # a defunct link (interface gone or renamed)
+            prog = entry.programs[ENTRY_PROGRAM[h.type]]
+            if h.type == "xdp":
+                link = attach_xdp(prog, h.ifindex, h.mode)
+            else:
+                link = attach_tcx(prog, h.ifindex, h.type.split("-", 1)[1])
+            with link:
+                link.pin(path)
+            attached.append(path)
+
+    def _rollback(self, created: list[str], attached: list[str], new_hook_keys: list[bytes],
+                  old: dict[str, Any] | None) -> None:
+        for path in attached:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if new_hook_keys and os.path.exists(self.pins.map("emptcp_hooks")):
+            with contextlib.suppress(EmptcpError), self._shared("emptcp_hooks") as hooks:
+                for k in new_hook_keys:
+                    with contextlib.suppress(NotFoundError):
+                        hooks.delete(k)
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if old is None:  # nothing was running before: leave no directories either
+            self._remove_empty_dirs()
+
+    def _reset_stats(self, old: dict[str, Any] | None, resolved: Resolved,
+                     hook_ids: dict[str, int]) -> None:
+        """Zero the counters of hooks whose policies changed (counters are per hook id)."""
+        before = {h["name"]: h["policies"] for h in (old or {}).get("resolved", {}).get("hooks", [])}
+        now = {h["name"]: h for h in resolved.describe()["hooks"]}
+        with self._shared("emptcp_stage_stats", key=int) as stats, \
+                self._shared("emptcp_hook_stats", key=int) as hstats:
+            for name, h in now.items():
+                if before.get(name) == h["policies"]:
+                    continue
+                hid = hook_ids[name]
+                zero = bytes(STAGE_STAT.size)
+                stats.update_batch((stat_index(hid, 0, 0, 0) + i, zero)
+                                   for i in range(MAX_POLICIES * 16))
+                hstats[hid] = bytes(HOOK_STAT.size)
+
+    def _cleanup_stale(self, doc: dict[str, Any]) -> None:
+        """Detach links and hook ids that the active configuration does not have
+        (left by a removed hook or by an apply killed midway)."""
+        keep = {os.path.basename(self.pins.link(h["type"], h["interface"]))
+                for h in doc["resolved"]["hooks"]}
+        if os.path.isdir(self.pins.links):
+            for name in os.listdir(self.pins.links):
+                if name not in keep:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.pins.links, name))
+        live = {(h["ifindex"], KIND[h["type"]]) for h in doc["resolved"]["hooks"]}
+        with self._shared("emptcp_hooks") as hooks:
+            for raw in list(hooks.raw_keys()):
+                if struct.unpack("II", raw) not in live:
+                    with contextlib.suppress(NotFoundError):
+                        hooks.delete(raw)
+        for g in range(MAX_GEN):  # half-written generation descriptions
+            unpin(self.pins.gen(g) + "-tmp")
+
+    def _remove_empty_dirs(self) -> None:
+        for d in (self.pins.links, self.pins.maps, self.pins.root):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+
+    # ---- status -------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        current = self.state()
+        out: dict[str, Any] = {"pin_root": self.pins.root, "applied": current is not None}
+        if current is None:
+            out["hooks"] = []
+            return out
+        gen, doc = current
+        out.update(generation=gen, applied_at=doc["applied_at"], digest=doc["digest"])
+        stage_stats = self._shared("emptcp_stage_stats", key=int, value=STAGE_STAT.format)
+        hook_stats = self._shared("emptcp_hook_stats", key=int, value=HOOK_STAT.format)
+        hooks = []
+        with stage_stats, hook_stats:
+            for h in doc["resolved"]["hooks"]:
+                hid = doc["hook_ids"][h["name"]]
+                hs = [sum(col) for col in zip(*hook_stats[hid])]
+                link_path = self.pins.link(h["type"], h["interface"])
+                attached = None
+                if os.path.exists(link_path):
+                    with Link.from_pin(link_path) as link:
+                        i = link.info
+                        attached = {"link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
+                entry = dict(h, hook_id=hid, attached=attached,
+                             counters=dict(zip(("packets", "matched", "unmatched",
+                                                "missed_tail_calls", "errors"), hs)))
+                for pi, p in enumerate(entry["policies"]):
+                    for phase, key in ((0, "selectors"), (1, "actions")):
+                        for si, s in enumerate(p[key]):
+                            per_cpu = stage_stats[stat_index(hid, pi, phase, si)]
+                            pk, by, missed = (sum(c) for c in zip(*per_cpu))
+                            s["counters"] = {"packets": pk, "bytes": by,
+                                             "missed_tail_calls": missed}
+                hooks.append(entry)
+        out["hooks"] = hooks
+        return out
+
+    # ---- detach -------------------------------------------------------------
+    def detach_all(self) -> list[str]:
+        """Remove every attachment and pin under the root. Returns what was removed."""
+        with locked(self.pins):
+            removed = []
+            if os.path.isdir(self.pins.links):  # links first: traffic stops using emptcp
+                for name in sorted(os.listdir(self.pins.links)):
+                    os.unlink(os.path.join(self.pins.links, name))
+                    removed.append(f"links/{name}")
+            if os.path.isdir(self.pins.root):
+                for name in sorted(os.listdir(self.pins.root)):
+                    path = os.path.join(self.pins.root, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+                    removed.append(name)
+            self._remove_empty_dirs()
+            with contextlib.suppress(OSError):
+                os.rmdir(self.pins.root)
+            return removed
+
+
+def _param_byte(s: ResolvedStage, phase: int) -> int:
+    b = P_REF if isinstance(s.encoded, bytes) else int(s.encoded) & 0x3F
+    if phase == 0 and s.op == "or":
+        b |= P_OR
+    return b
+
+
+def diff_summary(old: dict[str, Any] | None, new: Resolved) -> list[str]:
+    """Human lines saying what an apply changes, hook by hook and policy by policy."""
+    before = {h["name"]: h for h in (old or {}).get("resolved", {}).get("hooks", [])}
+    after = {h["name"]: h for h in new.describe()["hooks"]}
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        b, a = before.get(name), after.get(name)
+        if b is None:
+            lines.append(f"+ hook {name}: {a['type']} on {a['interface']}")  # type: ignore[index]
+        elif a is None:
+            lines.append(f"- hook {name}: {b['type']} on {b['interface']}")
+            continue
+        bp = {p["name"]: p for p in (b or {}).get("policies", [])}
+        ap = {p["name"]: p for p in a["policies"]}  # type: ignore[index]
+        for pname in [p["name"] for p in a["policies"]] + sorted(set(bp) - set(ap)):  # type: ignore[index]
+            if pname not in bp:
+                lines.append(f"  + policy {pname} on {name}: {_chain_text(ap[pname])}")
+            elif pname not in ap:
+                lines.append(f"  - policy {pname} on {name}")
+            elif bp[pname] != ap[pname]:
+                lines.append(f"  ~ policy {pname} on {name}: {_chain_text(ap[pname])}")
+    return lines
+
+
+def _chain_text(p: dict[str, Any]) -> str:
+    sel = " ".join(f"{'' if i == 0 else s['op'] + ' '}{s['use']}" for i, s in
+                   enumerate(p["selectors"])) or "all packets"
+    act = " -> ".join(a["use"] for a in p["actions"])
+    return f"[{sel}] => {act}"
