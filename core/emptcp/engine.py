@@ -31,7 +31,7 @@ from .errors import EmptcpError, NotFoundError
 from .links import Link, attach_tcx, attach_xdp
 from .maps import Map, MapType
 from .objects import Object, ObjectSpec
-from .abi import (HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, P_OR, P_REF, POLICY,
+from .abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, P_OR, P_REF, POLICY,
                   SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
 from .stages import HOOK_TYPE, StageSpec
 
@@ -169,7 +169,9 @@ class Engine:
         if not os.path.exists(self.pins.map("emptcp_state")):
             return None
         with self._shared("emptcp_state", key=int, value=STATE.format) as st:
-            gen, _abi = st[0]
+            gen, abi = st[0]
+        if abi == 0:  # never flipped: a first apply was interrupted before committing
+            return None
         meta = read_meta(self.pins.gen(gen))
         if meta is None or not meta.get("committed"):
             return None
@@ -220,7 +222,7 @@ class Engine:
             self._attach(resolved, entry, attached)
             self._progress("flip")
             with self._shared("emptcp_state", key=int, value=STATE.format) as st:
-                st[0] = (gen, 1)
+                st[0] = (gen, ABI_VERSION)
         except BaseException:
             self._rollback(created, attached, new_hook_keys, old)
             raise
