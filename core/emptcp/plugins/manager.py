@@ -160,7 +160,14 @@ class PluginManager:
         self.infos[name] = info
         try:
             self.pm.register(plugin, name)
-            info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
+            callers = self.pm.get_hookcallers(plugin) or ()
+            info.hooks = sorted(c.name for c in callers)
+            unknown = sorted(c.name for c in callers if c.spec is None)
+            if unknown:
+                self.pm.unregister(plugin, name)
+                known = ", ".join(sorted(n for n in dir(self.pm.hook) if n.startswith("emptcp_")))
+                info.error = PluginError(name, f"implements unknown hook(s) {', '.join(unknown)} "
+                                         f"(emptcp hooks: {known})", distribution)
         except Exception as e:  # pluggy validation: unknown hook names, bad signatures
             info.error = PluginError(name, f"cannot register: {_oneline(e)}", distribution)
         self._stages = None
