@@ -1,0 +1,282 @@
+"""Fixtures for the CLI / API tests: two namespaces joined by two veth pairs,
+a private pin root per test, and helpers that run the installed ``emptcp``
+command inside namespace A with ``nsenter --net=`` (which, unlike
+``ip netns exec``, does not remount /sys, so the root bpffs stays visible).
+
+Topology (the interface names the examples/*.toml files use)::
+
+    namespace A (where emptcp runs)          namespace B (the peer)
+    veth0  10.77.0.1/24   <--------------->  peer0  10.77.0.2/24
+    veth1  10.77.1.1/24   <--------------->  peer1  10.77.1.2/24
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from ..conftest import require
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+EXAMPLES = os.path.join(REPO, "examples")
+
+
+def emptcp_bin() -> str:
+    cand = os.path.join(os.path.dirname(sys.executable), "emptcp")
+    if os.path.exists(cand):
+        return cand
+    found = shutil.which("emptcp")
+    require(found is not None, "the emptcp command is not installed (pip install .)")
+    return found  # type: ignore[return-value]
+
+
+A_ADDR0, A_ADDR1, B_ADDR0, B_ADDR1 = "10.77.0.1", "10.77.1.1", "10.77.0.2", "10.77.1.2"
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def nsrun(ns: str, *cmd: str, check: bool = True, timeout: float = 30,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run(["nsenter", f"--net=/var/run/netns/{ns}", "--", *cmd],
+                       capture_output=True, text=True, timeout=timeout, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"[{ns}] {' '.join(cmd)} failed ({p.returncode}):\n"
+                             f"{p.stdout}\n{p.stderr}")
+    return p
+
+
+# ---- TCX attachments (bpftool 7.1 does not list them) ----------------------------
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_BPF, _BPF_PROG_QUERY = 321, 16
+_ATTACH = {"xdp": None, "tc-ingress": 46, "tc-egress": 47}  # BPF_TCX_INGRESS/EGRESS
+
+
+def tcx_prog_count(ifindex: int, direction: str) -> int:
+    """Programs attached by TCX to ``ifindex`` (current thread's netns) in ``direction``."""
+    attr = (ctypes.c_uint8 * 128)()
+    ctypes.c_uint32.from_buffer(attr, 0).value = ifindex
+    ctypes.c_uint32.from_buffer(attr, 4).value = _ATTACH[direction]
+    rc = _libc.syscall(_SYS_BPF, _BPF_PROG_QUERY, ctypes.byref(attr), 128)
+    if rc != 0:
+        err = ctypes.get_errno()
+        if err == 2:  # ENOENT: no TCX entry on this device at all
+            return 0
+        raise OSError(err, f"BPF_PROG_QUERY: {os.strerror(err)}")
+    return ctypes.c_uint32.from_buffer(attr, 24).value
+
+
+class Host:
+    """Namespace A with a private pin root: run the CLI, read state."""
+
+    def __init__(self, ns: str, peer: str, pin_root: str) -> None:
+        self.ns, self.peer, self.pin_root = ns, peer, pin_root
+        self.bin = emptcp_bin()
+
+    # ---- the CLI --------------------------------------------------------
+    def argv(self, *args: str) -> list[str]:
+        return ["nsenter", f"--net=/var/run/netns/{self.ns}", "--", self.bin, *args,
+                "--pin-root", self.pin_root]
+
+    def cli(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True,
+                              timeout=timeout, env=env)
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess:
+        p = self.cli(*args)
+        assert p.returncode == 0, f"emptcp {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return p
+
+    def apply(self, path: str) -> subprocess.CompletedProcess:
+        return self.ok("apply", path)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.ok("status", "--json").stdout)
+
+    def detach_all(self) -> None:
+        self.ok("detach", "--all")
+
+    # ---- state ----------------------------------------------------------
+    def tree(self) -> list[str]:
+        """Every path under the pin root (relative), sorted."""
+        out = []
+        for dirpath, dirs, files in os.walk(self.pin_root):
+            rel = os.path.relpath(dirpath, self.pin_root)
+            out += [os.path.normpath(os.path.join(rel, n)) for n in dirs + files]
+        return sorted(out)
+
+    def ifindex(self, dev: str) -> int:
+        from emptcp.rig.netns import enter
+        with enter(self.ns):
+            return socket.if_nametoindex(dev)
+
+    def attachments(self) -> dict[str, Any]:
+        """XDP / cls_bpf programs (bpftool net) and TCX program counts in namespace A."""
+        from emptcp.rig.netns import enter
+        net = json.loads(nsrun(self.ns, "bpftool", "-j", "net").stdout)[0]
+        tcx = {}
+        with enter(self.ns):
+            for dev in ("veth0", "veth1"):
+                idx = socket.if_nametoindex(dev)
+                for d in ("tc-ingress", "tc-egress"):
+                    n = tcx_prog_count(idx, d)
+                    if n:
+                        tcx[f"{dev}/{d}"] = n
+        return {"xdp": net.get("xdp", []), "tc": net.get("tc", []), "tcx": tcx}
+
+    def owned_prog_ids(self) -> set[int]:
+        """Ids of the programs this pin root runs: entries (links) and tail-call stages."""
+        ids = set()
+        st = self.status()
+        for h in st.get("hooks", []):
+            if h.get("attached"):
+                ids.add(h["attached"]["prog_id"])
+        for pa in ("emptcp_xdp_progs", "emptcp_tc_progs"):
+            path = os.path.join(self.pin_root, "maps", pa)
+            if os.path.exists(path):
+                dump = json.loads(sh("bpftool", "-j", "map", "dump", "pinned", path).stdout)
+                ids |= {e["formatted"]["value"] for e in dump if "formatted" in e}
+        return ids
+
+    def assert_clean(self, prog_ids: set[int] = frozenset(), timeout: float = 5) -> None:
+        """Nothing under the pin root, nothing attached in A, the given programs freed."""
+        assert not os.path.exists(self.pin_root) or self.tree() == [], self.tree()
+        att = self.attachments()
+        assert att == {"xdp": [], "tc": [], "tcx": {}}, att
+        deadline = time.monotonic() + timeout
+        alive = set(prog_ids)
+        while alive and time.monotonic() < deadline:  # programs are freed after an RCU grace
+            alive = {i for i in alive
+                     if sh("bpftool", "prog", "show", "id", str(i), check=False).returncode == 0}
+            if alive:
+                time.sleep(0.1)
+        names = {}
+        for i in alive:
+            names[i] = sh("bpftool", "prog", "show", "id", str(i), check=False).stdout.strip()
+        assert not alive, f"programs still loaded after detach: {names}"
+
+
+def _make_pair(tag: str) -> tuple[str, str]:
+    a, b = f"ecli-a-{tag}", f"ecli-b-{tag}"
+    sh("ip", "netns", "add", a)
+    sh("ip", "netns", "add", b)
+    for i in (0, 1):
+        sh("ip", "link", "add", f"e{tag}{i}", "netns", a, "type", "veth", "peer", "name",
+           f"p{tag}{i}", "netns", b)
+        sh("ip", "-n", a, "link", "set", f"e{tag}{i}", "name", f"veth{i}")
+        sh("ip", "-n", b, "link", "set", f"p{tag}{i}", "name", f"peer{i}")
+        sh("ip", "-n", a, "addr", "add", f"10.77.{i}.1/24", "dev", f"veth{i}")
+        sh("ip", "-n", b, "addr", "add", f"10.77.{i}.2/24", "dev", f"peer{i}")
+        sh("ip", "-n", a, "link", "set", f"veth{i}", "up")
+        sh("ip", "-n", b, "link", "set", f"peer{i}", "up")
+    for ns in (a, b):
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    return a, b
+
+
+def new_pin_root() -> str:
+    return f"/sys/fs/bpf/emptcp-test-{uuid.uuid4().hex[:10]}"
+
+
+def remove_pin_root(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    tag = hashlib.sha1(path.rstrip("/").encode()).hexdigest()[:12]
+    try:
+        os.unlink(f"/run/lock/emptcp-{tag}.lock")
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def host(root):
+    """Namespaces A and B (two veth pairs) and a private pin root; all removed afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    pin_root = new_pin_root()
+    a = b = None
+    try:
+        a, b = _make_pair(tag)
+        h = Host(a, b, pin_root)
+        yield h
+    finally:
+        if a is not None and os.path.exists(pin_root):
+            subprocess.run(["nsenter", f"--net=/var/run/netns/{a}", "--", emptcp_bin(),
+                            "detach", "--all", "--pin-root", pin_root],
+                           capture_output=True, timeout=60)
+        remove_pin_root(pin_root)
+        for ns in (a or f"ecli-a-{tag}", b or f"ecli-b-{tag}"):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+# ---- traffic -----------------------------------------------------------------
+def ping(src_ns: str, dst: str, count: int = 3) -> None:
+    nsrun(src_ns, "ping", "-c", str(count), "-i", "0.05", "-W", "1", "-q", dst, timeout=20)
+
+
+def tcp_exchange(server_ns: str, client_ns: str, addr: str, port: int, payload: int = 20000,
+                 timeout: float = 3.0) -> bool:
+    """One TCP connection client -> server:port; the client sends ``payload`` bytes and the
+    server echoes them. True when all bytes came back, False when the connect timed out."""
+    from emptcp.rig.netns import enter
+    with enter(server_ns):
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((addr, port))
+        srv.listen(1)
+    with enter(client_ns):
+        cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.settimeout(timeout)
+    cli.settimeout(timeout)
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(timeout)
+            got = 0
+            try:
+                while got < payload:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    got += len(data)
+                    conn.sendall(data)
+            except OSError:
+                pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        try:
+            cli.connect((addr, port))
+        except (socket.timeout, OSError):
+            return False
+        cli.sendall(b"x" * payload)
+        back = 0
+        while back < payload:
+            data = cli.recv(65536)
+            if not data:
+                break
+            back += len(data)
+        return back == payload
+    finally:
+        cli.close()
+        srv.close()
+        t.join(timeout + 1)
