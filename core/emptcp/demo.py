@@ -1,0 +1,614 @@
+"""``emptcp demo [SCENARIO]``: see emptcp steer a real MPTCP connection.
+
+Each scenario builds a two-path rig (client and server network namespaces joined by
+two veth pairs, :mod:`emptcp.rig`), renders its policy from ``emptcp/scenarios/
+<name>.toml`` (a template: ``${client_if1}``, ``${server_addr0}``, ``${port}``... are
+filled in, because the rig's interface names are generated per run), applies it
+inside one namespace under a private pin root, runs verified traffic, prints the
+before/after evidence (interface bytes per path, the kernel's MPTcpExt counters,
+``ss`` subflow flags, emptcp's per-stage counters) and tears everything down.
+
+The exit code is 0 only when the evidence shows the expected effect.
+:func:`run_scenario` returns the same checks and evidence as a dict (the tests use it).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import string
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+SCENARIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
+DEFAULT = "backup"
+FALLBACK = "recv-win"      # default when the emptcp-mptcp plugin is not installed
+TIME_LIMIT = 30.0
+
+
+def scenario_path(name: str) -> str:
+    return os.path.join(SCENARIO_DIR, f"{name}.toml")
+
+
+def render(name: str, rig: Any, **extra: Any) -> str:
+    """The scenario's policy text with the rig's names and ``extra`` substituted."""
+    with open(scenario_path(name)) as f:
+        text = f.read()
+    v: Dict[str, Any] = {}
+    for p in rig.paths:
+        v.update({f"client_if{p.index}": p.client_if, f"server_if{p.index}": p.server_if,
+                  f"client_addr{p.index}": p.client_addr, f"server_addr{p.index}": p.server_addr})
+    v.update({k: (str(x).lower() if isinstance(x, bool) else x) for k, x in extra.items()})
+    return string.Template(text).substitute(v)
+
+
+def plugin_installed() -> bool:
+    try:
+        from .plugins.manager import PluginManager
+        return "set_flow_priority" in PluginManager().stages()
+    except Exception:
+        return False
+
+
+# ---- evidence helpers --------------------------------------------------------------
+class Policy:
+    """One applied policy file in one namespace, under a private pin root."""
+
+    def __init__(self, side: Any, workdir: str, tag: str):
+        self.side, self.workdir = side, workdir
+        self.pin_root = f"/sys/fs/bpf/emptcp-demo-{tag}-{uuid.uuid4().hex[:6]}"
+        self.applied = False
+        self.n = 0
+
+    def apply(self, name: str, rig: Any, **extra: Any) -> float:
+        from . import api
+        self.n += 1
+        path = os.path.join(self.workdir, f"{name}-{self.n}.toml")
+        with open(path, "w") as f:
+            f.write(render(name, rig, **extra))
+        t0 = time.monotonic()
+        self.applied = True
+        with self.side.enter():   # interface names resolve in the rig namespace
+            api.apply(path, self.pin_root)
+        return time.monotonic() - t0
+
+    def counters(self) -> Dict[str, Dict[str, int]]:
+        """{policy: {"<i>:<stage>": packets}} (selectors s0.., actions a0..)."""
+        from . import api
+        if not self.applied:
+            return {}
+        out: Dict[str, Dict[str, int]] = {}
+        for h in api.status(self.pin_root).get("hooks", []):
+            for p in h["policies"]:
+                d = out.setdefault(p["name"], {})
+                for kind in ("selectors", "actions"):
+                    for i, s in enumerate(p[kind]):
+                        d[f"{kind[0]}{i}:{s['use']}"] = s["counters"]["packets"]
+        return out
+
+    def detach(self) -> None:
+        if self.applied:
+            from . import api
+            with contextlib.suppress(Exception):
+                api.detach(pin_root=self.pin_root, all=True)
+            self.applied = False
+
+
+def _window(rig: Any, seconds: float) -> List[Dict[str, int]]:
+    b0 = rig.path_bytes()
+    time.sleep(seconds)
+    b1 = rig.path_bytes()
+    return [{k: b1[i][k] - b0[i][k] for k in b0[i]} for i in range(len(b0))]
+
+
+def _share(win: List[Dict[str, int]], key: str, i: int) -> float:
+    tot = sum(w[key] for w in win)
+    return win[i][key] / tot if tot else 0.0
+
+
+def _flows(side: Any) -> List[Dict[str, Any]]:
+    return [{"local": f"{e.local}:{e.lport}", "remote": f"{e.remote}:{e.rport}",
+             "flags": e.sf_flags, "bytes_sent": e.bytes_sent,
+             "bytes_received": e.bytes_received} for e in side.subflows()]
+
+
+def _delta(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
+    from .rig import nstat_delta
+    d = nstat_delta(before, after, "MPTcpExt")
+    d = {k: v for k, v in d.items() if not k.startswith("MPTcpExtOFO")
+         and k not in ("MPTcpExtRcvWndShared", "MPTcpExtRcvPruned")}
+    for k in ("TcpInCsumErrors",):
+        d[k] = after.get(k, 0) - before.get(k, 0)
+    return d
+
+
+@dataclass
+class Result:
+    name: str
+    checks: List[Dict[str, Any]] = field(default_factory=list)
+    evidence: Dict[str, Any] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+    runtime: float = 0.0
+    error: Optional[str] = None
+
+    def check(self, ok: bool, what: str, detail: Any = "") -> bool:
+        self.checks.append({"ok": bool(ok), "what": what, "detail": str(detail)})
+        return bool(ok)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c["ok"] for c in self.checks)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"scenario": self.name, "ok": self.ok, "runtime_s": round(self.runtime, 2),
+                "error": self.error, "checks": self.checks, "notes": self.notes,
+                "evidence": self.evidence}
+
+
+# ---- scenarios ---------------------------------------------------------------------
+def _rig(**kw: Any):
+    from .rig import Rig
+    return Rig(prefix="emptcp-demo", **kw)
+
+
+def _backup(res: Result, xdp: bool) -> None:
+    """Download over two 40 Mbit/s paths; MP_PRIO(B) on path 1 moves the data to path 0."""
+    from .rig import PathSpec
+    name = "backup-xdp" if xdp else "backup"
+    with _rig(paths=[PathSpec(rate="40mbit"), PathSpec(rate="40mbit")]) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
+        side = rig.server if xdp else rig.client
+        pol = Policy(side, tmp, name)
+        try:
+            srv = rig.start_server()
+            cli = rig.start_client(srv.port, duration=6.5, reverse=True, timeout=15)
+            time.sleep(1.2)
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            before = _window(rig, 1.5)
+            res.evidence["apply_s"] = round(pol.apply(name, rig), 3)
+            time.sleep(0.7)
+            after = _window(rig, 1.5)
+            n1c, n1s = rig.client.nstat(), rig.server.nstat()
+            srv_flows, cli_flows = _flows(rig.server), _flows(rig.client)
+            counters = pol.counters()
+        finally:
+            pol.detach()
+        rep = cli.result(20)
+        p1 = rig.paths[1].client_addr
+        res.evidence.update(
+            server_tx_bytes_before={"path0": before[0]["server_tx"], "path1": before[1]["server_tx"]},
+            server_tx_bytes_after={"path0": after[0]["server_tx"], "path1": after[1]["server_tx"]},
+            client_mptcp_delta=_delta(n0c, n1c), server_mptcp_delta=_delta(n0s, n1s),
+            server_subflows=srv_flows, client_subflows=cli_flows, stage_counters=counters,
+            transfer={"intact": rep.get("intact"), "bytes": rep.get("bytes_received")})
+        prio = n1s.get("MPTcpExtMPPrioRx", 0) - n0s.get("MPTcpExtMPPrioRx", 0)
+        res.check(prio > 0, "server received MP_PRIO (MPTcpExtMPPrioRx)", f"+{prio}")
+        b = [f for f in srv_flows if f["remote"].startswith(p1 + ":")]
+        res.check(bool(b) and "B" in b[0]["flags"],
+                  f"server's subflow to {p1} is backup (ss flag B)", b[0]["flags"] if b else "no subflow")
+        s_before, s_after = _share(before, "server_tx", 1), _share(after, "server_tx", 1)
+        res.check(s_before >= 0.2, "before: path 1 carried data", f"{s_before:.0%} of bytes")
+        res.check(s_after <= 0.05, "after: path 1 carries (almost) nothing, path 0 the rest",
+                  f"{s_after:.1%} of bytes")
+        act = counters.get("path1-backup", {}).get("a1:set_flow_priority", 0)
+        res.check(act > 0, "set_flow_priority stage ran", f"{act} packets")
+        res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_received')} bytes")
+
+
+def _recv_win(res: Result) -> None:
+    """Upload; the server's path-1 ACKs advertise a small window, then a 4x smaller one:
+    the client's path-1 throughput drops with the window; checksums stay valid."""
+    from .rig import PathSpec
+    wins = (64, 16)
+    with _rig(paths=[PathSpec(rate="200mbit", offload=False),
+                     PathSpec(rate="200mbit", offload=False)]) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
+        pol = Policy(rig.server, tmp, "recv-win")
+        cap = rig.server.capture(rig.paths[1].server_if, "tcp", snaplen=96)
+        try:
+            srv = rig.start_server()
+            cli = rig.start_client(srv.port, duration=7.5, timeout=15)
+            time.sleep(1.0)
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            win = {"none": _window(rig, 1.5)}
+            for w in wins:
+                pol.apply("recv-win", rig, window=w)
+                if w == wins[-1]:
+                    cap.start()
+                time.sleep(0.5)
+                win[str(w)] = _window(rig, 1.5)
+            ss_c = [(e.local, e.info.get("snd_wnd"), e.info.get("wscale"), e.info.get("rtt"))
+                    for e in rig.client.subflows()]
+            n1c, n1s = rig.client.nstat(), rig.server.nstat()
+            counters = pol.counters()
+        finally:
+            pol.detach()
+        rep = cli.result(20)
+        pkts = cap.packets("tcp")
+        bad = [p.number for p in pkts if p.tcp_csum_status == 0 or p.ip_csum_status == 0]
+        small = [p for p in pkts if p.src == rig.paths[1].server_addr or p.sport == srv.port]
+        rate = {k: [round(w[i]["client_tx"] * 8 / 1.5 / 1e6, 2) for i in range(2)]
+                for k, w in win.items()}
+        res.evidence.update(
+            client_tx_mbit_per_s=rate, client_subflows_snd_wnd_wscale_rtt=ss_c,
+            client_delta=_delta(n0c, n1c), server_delta=_delta(n0s, n1s),
+            stage_counters=counters, capture={"packets": len(pkts), "bad_checksums": len(bad),
+                                              "windows_seen": sorted({p.window for p in small})[:8]},
+            transfer={"intact": rep.get("intact"), "bytes": rep.get("bytes_sent")})
+        r0, r1, r2 = (rate[k][1] for k in ("none", str(wins[0]), str(wins[1])))
+        res.check(r1 < r0 * 0.8, f"window {wins[0]}: path-1 throughput dropped",
+                  f"{r0} -> {r1} Mbit/s")
+        res.check(r2 < r1 * 0.6, f"window {wins[1]} (4x smaller): throughput dropped again",
+                  f"{r1} -> {r2} Mbit/s (ratio {r2 / r1 if r1 else 0:.2f}, window ratio 0.25)")
+        csum = (n1s.get("TcpInCsumErrors", 0) - n0s.get("TcpInCsumErrors", 0)
+                + n1c.get("TcpInCsumErrors", 0) - n0c.get("TcpInCsumErrors", 0))
+        res.check(csum == 0, "kernel validated every checksum (offloads off): TcpInCsumErrors +0",
+                  csum)
+        res.check(len(pkts) > 0 and not bad, "tshark: all captured checksums good",
+                  f"{len(pkts)} packets, {len(bad)} bad")
+        res.check(bool(small) and all(p.window == wins[1] for p in small if p.src == rig.paths[1].server_addr
+                                      and not p.tcp_flags & 0x2) or not small,
+                  f"captured window on path 1 is {wins[1]}",
+                  sorted({p.window for p in small})[:8])
+        res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_sent')} bytes")
+
+
+def _rm_add_addr(res: Result, builtin: bool) -> None:
+    """Server announces server_addr1 (signal endpoint). Connection 1 without the policy
+    (control), connection 2 with it."""
+    name = "rm-add-addr-tc" if builtin else "rm-add-addr"
+    with _rig(paths=2, client_subflow=False, server_signal=True) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
+        pol = Policy(rig.server if builtin else rig.client, tmp, name)
+        a1 = rig.paths[1].server_addr
+        phases = {}
+        try:
+            for phase in ("without policy", "with policy"):
+                if phase == "with policy":
+                    pol.apply(name, rig)
+                n0c, n0s = rig.client.nstat(), rig.server.nstat()
+                srv = rig.start_server()
+                cli = rig.start_client(srv.port, duration=2.0, timeout=10)
+                time.sleep(1.5)
+                flows = [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
+                rep = cli.result(15)
+                srv.results(5)
+                n1c, n1s = rig.client.nstat(), rig.server.nstat()
+                phases[phase] = {"client_delta": _delta(n0c, n1c), "server_delta": _delta(n0s, n1s),
+                                 "client_subflows": flows, "intact": rep.get("intact"),
+                                 "to_announced": [f for f in flows if f["remote"].startswith(a1 + ":")]}
+            counters = pol.counters()
+        finally:
+            pol.detach()
+        res.evidence.update(phases=phases, stage_counters=counters)
+        w, p = phases["without policy"], phases["with policy"]
+        res.check(w["client_delta"].get("MPTcpExtAddAddr", 0) > 0 and w["to_announced"],
+                  "control: client got ADD_ADDR and opened a subflow to it",
+                  f"AddAddr +{w['client_delta'].get('MPTcpExtAddAddr', 0)}, "
+                  f"{len(w['to_announced'])} subflow(s) to {a1}")
+        res.check(p["server_delta"].get("MPTcpExtAddAddrTx", 0) > 0,
+                  "with policy: server still sent ADD_ADDR",
+                  f"AddAddrTx +{p['server_delta'].get('MPTcpExtAddAddrTx', 0)}")
+        res.check(p["client_delta"].get("MPTcpExtAddAddr", 0) == 0 and not p["to_announced"],
+                  "with policy: client never saw ADD_ADDR, no subflow to the announced address",
+                  f"AddAddr +{p['client_delta'].get('MPTcpExtAddAddr', 0)}, "
+                  f"{len(p['to_announced'])} subflow(s) to {a1}")
+        res.check(bool(w["intact"] and p["intact"]), "both transfers intact")
+
+
+def _no_mptcp(res: Result, xdp: bool) -> None:
+    """Two services: connections to ${port} fall back to TCP, ${port2} stays MPTCP."""
+    name = "no-mptcp-xdp" if xdp else "no-mptcp"
+    with _rig(paths=2) as rig, tempfile.TemporaryDirectory() as tmp:
+        pol = Policy(rig.server if xdp else rig.client, tmp, name)
+        try:
+            legacy, other = rig.start_server(), rig.start_server()
+            pol.apply(name, rig, port=legacy.port)
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            c1 = rig.start_client(legacy.port, duration=2.0, timeout=10)
+            c2 = rig.start_client(other.port, duration=2.0, timeout=10)
+            time.sleep(1.2)
+            ss_all = rig.client.ss()
+            mp_sockets = {e.rport for e in ss_all if e.netid == "mptcp"}
+            sub = {e.rport for e in ss_all if e.is_subflow}
+            r1, r2 = c1.result(15), c2.result(15)
+            legacy.results(5), other.results(5)
+            n1c, n1s = rig.client.nstat(), rig.server.nstat()
+            counters = pol.counters()
+        finally:
+            pol.detach()
+        cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
+        info = lambda r: {k: r.get("mptcp", {}).get(k) for k in ("is_mptcp", "fallback", "subflows")}
+        res.evidence.update(legacy_port=legacy.port, other_port=other.port, client_delta=cd,
+                            server_delta=sd, legacy_conn=info(r1), other_conn=info(r2),
+                            ss_mptcp_ports=sorted(p for p in mp_sockets if p),
+                            ss_subflow_ports=sorted(p for p in sub if p), stage_counters=counters)
+        fb = cd.get("MPTcpExtMPCapableFallbackSYNACK", 0) + sd.get("MPTcpExtMPCapableFallbackACK", 0)
+        res.check(not r1.get("mptcp", {}).get("is_mptcp") and fb > 0,
+                  f"port {legacy.port}: plain TCP (TCP_IS_MPTCP=0, fallback counters)",
+                  f"fallback counters +{fb}: "
+                  + json.dumps({k: v for k, v in {**cd, **sd}.items() if 'Fallback' in k}))
+        res.check(legacy.port not in sub and legacy.port not in mp_sockets,
+                  f"ss: no MPTCP socket/subflow for port {legacy.port}")
+        res.check(bool(r2.get("mptcp", {}).get("is_mptcp")) and other.port in sub,
+                  f"port {other.port}: still MPTCP", info(r2))
+        res.check(bool(r1.get("intact") and r2.get("intact")), "both transfers intact")
+
+
+def _add_subflow(res: Result) -> None:
+    """Userspace PM on the client; `emptcp run` serves add_subflow events."""
+    import subprocess
+    with _rig(paths=2, client_pm=1) as rig, tempfile.TemporaryDirectory() as tmp:
+        srv = rig.start_server()
+        path = os.path.join(tmp, "add-subflow.toml")
+        with open(path, "w") as f:
+            f.write(render("add-subflow", rig, port=srv.port))
+        pin_root = f"/sys/fs/bpf/emptcp-demo-addsf-{uuid.uuid4().hex[:6]}"
+        exe = [sys.executable, "-m", "emptcp"]
+        daemon = rig.client.popen(exe + ["run", path, "--pin-root", pin_root, "--timeout", "20"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = daemon.stdout.readline()
+            if "applied" not in line:
+                raise RuntimeError(f"emptcp run did not start: {line}{daemon.stderr.read()}")
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            before = len(rig.client.subflows(srv.port))
+            cli = rig.start_client(srv.port, duration=3.0, timeout=10)
+            flows: List[Dict[str, Any]] = []
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                flows = [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
+                if len(flows) >= 2:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)
+            flows = [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
+            st = json.loads(rig.client.out(exe + ["status", "--json", "--pin-root", pin_root]))
+            rep = cli.result(15)
+            n1c, n1s = rig.client.nstat(), rig.server.nstat()
+        finally:
+            with contextlib.suppress(Exception):
+                daemon.send_signal(signal.SIGTERM)
+                out, err = daemon.communicate(timeout=10)
+                res.evidence["daemon_output"] = (out + err).strip().splitlines()[-5:]
+            with contextlib.suppress(Exception):
+                from . import api
+                api.detach(pin_root=pin_root, all=True)
+        counters = {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
+                                for i, a in enumerate(p["actions"])}
+                    for h in st.get("hooks", []) for p in h["policies"]}
+        cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
+        a1 = rig.paths[1].client_addr
+        res.evidence.update(client_subflows=flows, client_delta=cd, server_delta=sd,
+                            stage_counters=counters, subflows_before=before,
+                            transfer={"intact": rep.get("intact"), "mptcp": rep.get("mptcp")})
+        joined = [f for f in flows if f["local"].startswith(a1 + ":") and "j" in f["flags"].lower()]
+        res.check(bool(joined), f"ss -tiM: second subflow from {a1} (MP_JOIN)",
+                  [f"{f['local']} flags:{f['flags']}" for f in flows])
+        res.check(cd.get("MPTcpExtMPJoinSynAckRx", 0) > 0 and sd.get("MPTcpExtMPJoinSynRx", 0) > 0,
+                  "join counters moved", f"client MPJoinSynAckRx +{cd.get('MPTcpExtMPJoinSynAckRx', 0)}, "
+                  f"server MPJoinSynRx +{sd.get('MPTcpExtMPJoinSynRx', 0)}")
+        res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_sent')} bytes")
+
+
+def _selectors(res: Result) -> None:
+    with _rig(paths=2) as rig, tempfile.TemporaryDirectory() as tmp:
+        pol = Policy(rig.server, tmp, "selectors")
+        srv_a, srv_b = rig.start_server(), rig.start_server()
+        port3 = rig.port()
+        try:
+            pol.apply("selectors", rig, port=srv_a.port, port2=srv_b.port, port3=port3)
+            steps = {}
+            c0 = pol.counters()
+            rb = rig.transfer  # noqa: F841
+            cb = rig.start_client(srv_b.port, nbytes=4 << 20, timeout=10)
+            rep_b = cb.result(15)
+            srv_b.results(5)
+            c1 = pol.counters()
+            l0 = rig.server.link_stats()
+            ca = rig.start_client(srv_a.port, nbytes=4 << 20, timeout=10)
+            rep_a = ca.result(15)
+            srv_a.results(5)
+            c2 = pol.counters()
+            l1 = rig.server.link_stats()
+            cc = rig.start_client(port3, nbytes=1 << 16, timeout=1.5)
+            rep_c = cc.result(10)
+            c3 = pol.counters()
+        finally:
+            pol.detach()
+        diff = lambda a, b: {p: {k: b[p][k] - a.get(p, {}).get(k, 0) for k in b[p]} for p in b}
+        s0, s1 = rig.paths[0].server_if, rig.paths[1].server_if
+        rx = {s: l1[s]["rx_packets"] - l0[s]["rx_packets"] for s in (s0, s1)}
+        steps = {"control flow (port %d)" % srv_b.port: diff(c0, c1),
+                 "selected flow (port %d)" % srv_a.port: diff(c1, c2),
+                 "blocked flow (port %d)" % port3: diff(c2, c3)}
+        res.evidence.update(stage_counters_per_step=steps, server_rx_packets_flow_a=rx,
+                            control={"intact": rep_b.get("intact"), "bytes": rep_b.get("bytes_sent")},
+                            selected={"intact": rep_a.get("intact")},
+                            blocked={"intact": rep_c.get("intact"), "error": rep_c.get("error")})
+        ctl, sel, blk = steps.values()
+        g = lambda d, p, k: d.get(p, {}).get(k, 0)
+        res.check(g(ctl, "by-service", "a0:count") == 0 and g(ctl, "blocked", "a0:count") == 0
+                  and rep_b.get("intact"), "control flow: no service policy acted, transfer intact",
+                  ctl)
+        res.check(g(sel, "by-service", "a0:count") > 100 and g(sel, "blocked", "a0:count") == 0,
+                  "service selector: counted the selected flow only",
+                  f"{g(sel, 'by-service', 'a0:count')} packets (server path-0 rx {rx[s0]})")
+        j = g(sel, "joins", "a0:count"), g(ctl, "joins", "a0:count")
+        res.check(all(1 <= x <= 6 for x in j) and rx[s1] > 50,
+                  "mptcp_subtype=MP_JOIN: only the join handshake of each connection",
+                  f"{j[1]} and {j[0]} packets, while path 1 received {rx[s1]} packets")
+        res.check(all(g(d, "nobody", "a0:count") == 0 for d in steps.values()),
+                  "ip_pair 192.0.2.0/24: selected nothing")
+        res.check(g(blk, "blocked", "a1:drop") >= 1 and not rep_c.get("intact"),
+                  f"service {port3}: dropped, connection failed",
+                  f"{g(blk, 'blocked', 'a1:drop')} SYN(s) dropped")
+
+
+def _mixed(res: Result, reapply: int = 50) -> None:
+    from .rig import PathSpec
+    with _rig(paths=[PathSpec(offload=False), PathSpec(offload=False)]) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
+        pol = Policy(rig.client, tmp, "mixed")
+        times = []
+        try:
+            srv = rig.start_server()
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            cli = rig.start_client(srv.port, forever=True, timeout=20)
+            time.sleep(0.5)
+            for i in range(reapply):
+                times.append(pol.apply("mixed", rig, backup=bool(i % 2),
+                                       window=(512, 1024, 4096, 65535)[i % 4]))
+            counters = pol.counters()
+        finally:
+            pol.detach()
+        rep = cli.stop(20)
+        srv.results(5)
+        n1c, n1s = rig.client.nstat(), rig.server.nstat()
+        cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
+        res.evidence.update(reapplies=len(times), apply_s_max=round(max(times), 3),
+                            apply_s_mean=round(sum(times) / len(times), 3),
+                            stage_counters=counters, client_delta=cd, server_delta=sd,
+                            transfer={"intact": rep.get("intact"), "bytes": rep.get("bytes_sent"),
+                                      "peer": rep.get("peer", {}).get("bytes_received")})
+        res.check(len(times) == reapply, f"re-applied {reapply} times with changing parameters")
+        res.check(bool(rep.get("intact")) and rep.get("bytes_sent", 0) > 0,
+                  "bulk transfer complete, every byte verified", f"{rep.get('bytes_sent')} bytes")
+        rst = cd.get("MPTcpExtMPRstRx", 0) + sd.get("MPTcpExtMPRstRx", 0)
+        res.check(rst == 0 and cd.get("TcpInCsumErrors", 0) == 0 and sd.get("TcpInCsumErrors", 0) == 0,
+                  "no reset, no checksum error", f"MPRstRx +{rst}")
+        act = counters.get("mixed", {})
+        res.check(act.get("a1:set_flow_priority", 0) > 0 and act.get("a2:set_recv_win", 0) > 0,
+                  "every action of the last generation ran", act)
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    run: Callable[[Result], None]
+    needs_plugin: bool = True
+
+
+SCENARIOS: Dict[str, Scenario] = {s.name: s for s in [
+    Scenario("backup", "set_flow_priority backup=true on path 1 (TC egress, client): data "
+             "moves to path 0", lambda r: _backup(r, False)),
+    Scenario("backup-xdp", "the same with XDP on the server's path-1 interface",
+             lambda r: _backup(r, True)),
+    Scenario("recv-win", "set_recv_win on path 1: the sender's path-1 throughput follows the "
+             "window; checksums valid", _recv_win, needs_plugin=False),
+    Scenario("rm-add-addr", "rm_add_addr (XDP, client): the server's ADD_ADDR never arrives",
+             lambda r: _rm_add_addr(r, False)),
+    Scenario("rm-add-addr-tc", "tcp_opt_del kind=30 subtype=3 (TC egress, server): the same "
+             "with a built-in action", lambda r: _rm_add_addr(r, True), needs_plugin=False),
+    Scenario("no-mptcp", "rm_mp_capable on one service (TC egress, client): plain TCP there, "
+             "MPTCP elsewhere", lambda r: _no_mptcp(r, False)),
+    Scenario("no-mptcp-xdp", "rm_mp_capable on one service (XDP, server)",
+             lambda r: _no_mptcp(r, True)),
+    Scenario("add-subflow", "userspace PM + `emptcp run`: emptcp opens the second subflow",
+             _add_subflow),
+    Scenario("selectors", "service / mptcp_subtype / ip_pair select only their flows "
+             "(built-ins)", _selectors, needs_plugin=False),
+    Scenario("mixed", "selector+count+set_flow_priority+set_recv_win re-applied 50 times "
+             "during a bulk transfer", _mixed),
+]}
+
+
+def list_scenarios() -> List[tuple]:
+    return [(s.name, s.description) for s in SCENARIOS.values()]
+
+
+class _Timeout(Exception):
+    pass
+
+
+def run_scenario(name: str, time_limit: float = TIME_LIMIT) -> Result:
+    """Run one scenario; never raises for scenario failures (see ``Result.error``)."""
+    res = Result(name)
+    sc = SCENARIOS.get(name)
+    if sc is None:
+        res.error = f"unknown scenario {name!r} (one of {', '.join(SCENARIOS)})"
+        return res
+    if os.geteuid() != 0:
+        res.error = "the demo needs root (network namespaces, BPF)"
+        return res
+    if sc.needs_plugin and not plugin_installed():
+        res.error = ("this scenario needs the emptcp-mptcp plugin: "
+                     "pip install plugins/emptcp-mptcp")
+        return res
+    if not os.path.ismount("/sys/fs/bpf"):
+        import subprocess
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=False)
+    use_alarm = hasattr(signal, "SIGALRM") and _main_thread()
+    if use_alarm:
+        def on_alarm(signum, frame):
+            raise _Timeout()
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, time_limit + 15)  # hard stop incl. teardown
+    t0 = time.monotonic()
+    try:
+        sc.run(res)
+    except _Timeout:
+        res.error = f"timed out after {time_limit + 15:.0f} s (everything was torn down)"
+    except Exception as e:
+        res.error = f"{type(e).__name__}: {e}"
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    res.runtime = time.monotonic() - t0
+    res.check(res.runtime < time_limit, f"runtime under {time_limit:.0f} s", f"{res.runtime:.1f} s")
+    return res
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _print(res: Result, out=sys.stdout) -> None:
+    w = out.write
+    w(f"\n== evidence ==\n")
+    for k, v in res.evidence.items():
+        w(f"  {k}: {json.dumps(v, default=str)}\n")
+    w(f"\n== checks ==\n")
+    for c in res.checks:
+        w(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['what']}" + (f": {c['detail']}" if c["detail"] else "")
+          + "\n")
+    for n in res.notes:
+        w(f"  note: {n}\n")
+    if res.error:
+        w(f"\nerror: {res.error}\n")
+    w(f"\nscenario {res.name}: {'PASSED' if res.ok else 'FAILED'} in {res.runtime:.1f} s\n")
+
+
+def run_demo(name: Optional[str] = None, as_json: bool = False) -> int:
+    notes = []
+    name = name or DEFAULT
+    if name == DEFAULT and not plugin_installed():
+        notes.append(f"the emptcp-mptcp plugin is not installed (pip install plugins/emptcp-mptcp):"
+                     f" running the built-in scenario {FALLBACK!r} instead of {DEFAULT!r}")
+        name = FALLBACK
+    sc = SCENARIOS.get(name)
+    if not as_json:
+        for n in notes:
+            print(f"note: {n}")
+        if sc:
+            print(f"emptcp demo {name}: {sc.description}")
+            print(f"policy template: {scenario_path(name)}; building the rig...", flush=True)
+    try:
+        res = run_scenario(name)
+    except KeyboardInterrupt:
+        print("interrupted; rig and pins were removed", file=sys.stderr)
+        return 130
+    res.notes[:0] = notes
+    if as_json:
+        print(json.dumps(res.as_dict(), indent=2, default=str))
+    else:
+        _print(res)
+    return 0 if res.ok else 1
