@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     try:
         from .plugins.manager import PluginManager
-        PluginManager().pm.hook.emptcp_add_commands(subparsers=sub)
+        for err in PluginManager().add_commands(sub):
+            logging.getLogger("emptcp").warning("%s", err)
     except Exception as e:  # a plugin's broken CLI must not break the core's
         logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
     return parser
@@ -214,10 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("emptcp.run")
 
     def handle(ev: Any) -> None:
-        try:
-            plugins.pm.hook.emptcp_handle_event(event=ev)
-        except Exception as e:  # a handler's failure is logged, the daemon goes on
-            log.error("event handler failed on %s: %s", ev, e)
+        # each plugin's handler runs even if another one raises; failures are logged
+        plugins.handle_event(ev, on_error=lambda err: log.error("%s", err))
     try:
         _event_loop(args.pin_root, handle,
                     lambda: stopping or bool(deadline and time.monotonic() > deadline))
@@ -266,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     except EmptcpError as e:
         print(f"emptcp {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return EXIT_OK
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         print(f"emptcp {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
