@@ -1,0 +1,213 @@
+"""Apply is transactional and serialised: SIGKILL at random points of ``emptcp apply``
+leaves the old or the new configuration, complete; two concurrent applies serialise;
+re-applying the same file changes nothing."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from .conftest import Host
+
+pytestmark = pytest.mark.slow
+
+ONE = """\
+[hooks.in]
+interface = "veth0"
+type = "xdp"
+
+[[policy]]
+name = "count-all"
+hook = "in"
+actions = [ { use = "count" } ]
+"""
+
+THREE = """\
+[hooks.wan]
+interface = "veth0"
+type = "xdp"
+
+[hooks.lan-in]
+interface = "veth1"
+type = "tc-ingress"
+
+[hooks.wan-out]
+interface = "veth0"
+type = "tc-egress"
+
+[[policy]]
+name = "web"
+hook = "wan"
+selectors = [ { use = "service", ports = [8080] }, { use = "service", ports = [9090], op = "or" } ]
+actions = [ { use = "count" }, { use = "set_recv_win", window = 2048 } ]
+
+[[policy]]
+name = "rest"
+hook = "wan"
+priority = 5
+actions = [ { use = "count" } ]
+
+[[policy]]
+name = "lan"
+hook = "lan-in"
+selectors = [ { use = "ip_pair", remote_addr = "10.77.1.0/24" } ]
+actions = [ { use = "count" } ]
+
+[[policy]]
+name = "out"
+hook = "wan-out"
+actions = [ { use = "count" }, { use = "pass" } ]
+"""
+
+
+def _expected_attachments(st: dict[str, Any]) -> dict[str, Any]:
+    xdp = sorted(h["interface"] for h in st["hooks"] if h["type"] == "xdp")
+    tcx = {f"{h['interface']}/{h['type']}": 1 for h in st["hooks"] if h["type"] != "xdp"}
+    return {"xdp": xdp, "tcx": tcx}
+
+
+def _actual_attachments(host: Host) -> dict[str, Any]:
+    att = host.attachments()
+    assert att["tc"] == []
+    return {"xdp": sorted(x["devname"] for x in att["xdp"]), "tcx": att["tcx"]}
+
+
+def assert_complete(host: Host, digests: dict[str, str], where: str) -> dict[str, Any]:
+    """status shows one of the known configurations, committed and fully attached."""
+    st = host.status()
+    assert st["applied"], f"{where}: nothing applied"
+    assert st["digest"] in digests.values(), f"{where}: unknown digest"
+    for h in st["hooks"]:
+        assert h["attached"], f"{where}: hook {h['name']} not attached"
+        assert h["attached"]["ifindex"] == host.ifindex(h["interface"]), where
+    return st
+
+
+@pytest.fixture
+def configs(tmp_path) -> dict[str, str]:
+    out = {}
+    for name, text in (("one", ONE), ("three", THREE)):
+        p = tmp_path / f"{name}.toml"
+        p.write_text(text)
+        out[name] = str(p)
+    return out
+
+
+def _learn_digests(host: Host, configs: dict[str, str]) -> dict[str, str]:
+    digests = {}
+    for name in ("one", "three"):
+        host.apply(configs[name])
+        digests[name] = host.status()["digest"]
+    host.detach_all()
+    assert not os.path.exists(host.pin_root)
+    return digests
+
+
+def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
+    digests = _learn_digests(host, configs)
+    rng = random.Random(int(os.environ.get("EMPTCP_TEST_SEED", "0")) or None)
+    seed_note = []
+    prog_ids: set[int] = set()
+    outcomes = {"old": 0, "new": 0, "empty": 0}
+    stale_after_kill = []
+    for i in range(24):
+        cold = i % 6 == 0
+        if cold:  # also kill first applies on an empty pin root
+            host.detach_all()
+        before = host.status()
+        target = "three" if i % 2 else "one"
+        delay = rng.uniform(0, 0.3)
+        seed_note.append(f"{i}:{target}:{delay * 1000:.0f}ms{' cold' if cold else ''}")
+        p = subprocess.Popen(host.argv("apply", configs[target]), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        time.sleep(delay)
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.communicate()
+        where = f"iteration {' '.join(seed_note[-1:])}"
+        st = host.status()
+        if not st["applied"]:
+            assert not before["applied"], f"{where}: the previous configuration vanished"
+            outcomes["empty"] += 1
+        else:
+            st = assert_complete(host, digests, where)
+            new = st["digest"] == digests[target]
+            outcomes["new" if new else "old"] += 1
+            if not new:
+                assert before["applied"] and st["digest"] == before["digest"], where
+                assert st["generation"] == before["generation"], where
+            if _actual_attachments(host) != _expected_attachments(st):
+                stale_after_kill.append(where)
+            prog_ids |= host.owned_prog_ids()
+        # the next command repairs what a killed one left behind
+        other = "three" if target == "one" else "one"
+        if i % 3 == 2:
+            host.apply(configs[other])
+            st = assert_complete(host, digests, f"{where} (repair apply)")
+            assert st["digest"] == digests[other]
+            assert _actual_attachments(host) == _expected_attachments(st), where
+            prog_ids |= host.owned_prog_ids()
+    print("kill schedule:", " ".join(seed_note), "outcomes:", outcomes,
+          "stale attachments right after a kill:", stale_after_kill)
+    assert outcomes["old"] + outcomes["new"] >= 10, outcomes
+    for name in ("one", "three"):
+        host.apply(configs[name])
+        st = assert_complete(host, digests, f"final {name}")
+        assert st["digest"] == digests[name]
+        assert _actual_attachments(host) == _expected_attachments(st)
+        prog_ids |= host.owned_prog_ids()
+    host.detach_all()
+    host.assert_clean(prog_ids)
+
+
+def test_concurrent_applies_serialise(host: Host, configs: dict[str, str]) -> None:
+    digests = _learn_digests(host, configs)
+    for rnd in range(3):
+        procs = [subprocess.Popen(host.argv("apply", configs[n]), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for n in (("one", "three") if rnd % 2 else ("three", "one"))]
+        outs = [p.communicate(timeout=60) for p in procs]
+        for p, (o, e) in zip(procs, outs):
+            assert p.returncode == 0, e
+        st = assert_complete(host, digests, f"round {rnd}")
+        assert st["digest"] in (digests["one"], digests["three"])
+        assert _actual_attachments(host) == _expected_attachments(st)
+        gens = sorted(int(o.split("applied generation ")[1].split()[0]) for o, _ in outs
+                      if "applied generation" in o)
+        assert len(gens) == 2 and gens[0] != gens[1], outs  # two commits, one after the other
+        assert st["generation"] == gens[-1] or (gens == [0, 3] and st["generation"] == 0)
+    host.detach_all()
+    host.assert_clean()
+
+
+def test_reapply_same_file_changes_nothing(host: Host, configs: dict[str, str]) -> None:
+    host.apply(configs["three"])
+    st = host.status()
+    tree = host.tree()
+    links = {h["name"]: h["attached"] for h in st["hooks"]}
+    p = host.apply(configs["three"])
+    assert "no changes" in p.stdout
+    st2 = host.status()
+    assert st2["generation"] == st["generation"] and st2["digest"] == st["digest"]
+    assert st2["applied_at"] == st["applied_at"]
+    assert {h["name"]: h["attached"] for h in st2["hooks"]} == links
+    assert host.tree() == tree
+    j = host.ok("apply", "--json", configs["three"]).stdout
+    assert '"changed": false' in j
+    # a changed parameter is a new generation; applying it again is "no changes" again
+    changed = configs["three"] + ".2.toml"
+    with open(changed, "w") as f:
+        f.write(THREE.replace("window = 2048", "window = 4096"))
+    out = host.apply(changed).stdout
+    assert "~ policy web on wan" in out and "applied generation 1" in out
+    assert "no changes" in host.apply(changed).stdout
+    assert host.status()["generation"] == 1
+    host.detach_all()
+    host.assert_clean()
