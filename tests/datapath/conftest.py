@@ -15,13 +15,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BPF = os.path.join(REPO, "bpf")
 
-# Prefer this tree's core/emptcp modules over an older installed copy (the
-# compiled _libbpf extension is still found in the installed package).
-import emptcp  # noqa: E402
-_src = os.path.join(REPO, "core", "emptcp")
-if _src not in emptcp.__path__:
-    emptcp.__path__.insert(0, _src)
-
 from emptcp import abi  # noqa: E402
 from emptcp.datapath import Datapath  # noqa: E402
 
