@@ -1,0 +1,384 @@
+"""``emptcp apply`` latency beside what a shell user does by hand (same run, same tables).
+
+Set-up (untimed): one network namespace with a veth pair ``veth0``/``veth1`` (both ends
+inside it) and a private pin root per measurement. Configurations of N policies
+(N = 1, 10, 100; 1 and 10 with --quick) are spread over up to 4 hooks (XDP on veth0 and
+veth1, tc-ingress and tc-egress on veth0) so the tail-call bound of 32 per hook holds
+(25 policies with one selector each: at most 25 selectors + 1 action on a packet's
+path). Each policy is ``service ports=[P]`` -> ``count``.
+
+emptcp side (timed): the ``emptcp apply FILE --pin-root R`` command, run through
+``nsenter --net=`` (a process, as a user runs it; Python start-up and plugin discovery,
+~0.1 s, included), and for the cold and warm cases also the in-process
+``emptcp.api.apply`` call (``*.api``).
+
+* ``apply.cold.N``     first apply on an empty pin root: load the entry and the stage
+                        objects, pin the shared maps, fill generation 0, attach, flip.
+* ``apply.warm.N``     a second, different configuration (other ports) on top: new
+                        generation, programs reloaded, tables filled, flip.
+* ``apply.param.N``    the warm configuration again with one port of one policy changed.
+
+Baseline (timed, same round): the equivalent raw work with bpftool/iproute2, one process
+per command, writing **the same table entries** that emptcp wrote (read back from emptcp's
+maps outside the timing, keys and values byte for byte):
+
+* cold: ``bpftool prog loadall entry.o DIR pinmaps MAPS``; per stage object
+  ``bpftool prog loadall OBJ DIR map name emptcp_* pinned MAPS/...`` (the shared maps
+  reused); one ``bpftool batch file`` with every prog-array slot, policy, parameter, hook
+  and state entry; ``ip link set dev X xdp pinned ...`` / ``tc qdisc add clsact`` +
+  ``tc filter add ... bpf da pinned ...`` per hook (through ``nsenter --net=``).
+* warm: the stage objects loaded again into a new directory + one batch file with the new
+  generation's entries (the entry programs stay attached, as emptcp's links do).
+* param: one ``bpftool map update`` of the changed parameter entry, in place (what a
+  shell user would do; emptcp instead builds and flips a whole new generation so no
+  packet sees half old, half new state).
+
+bpftool ``loadall`` loads both the XDP and the TC program of a stage object, emptcp only
+the ones a configuration uses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from ._util import bpftool, median, timed
+from .registry import Context, Result, benchmark
+
+HOOKS = [("h0", "veth0", "xdp"), ("h1", "veth1", "xdp"), ("h2", "veth0", "tc-ingress"),
+         ("h3", "veth0", "tc-egress")]
+PER_HOOK = 25
+
+
+def _emptcp_bin() -> str:
+    cand = os.path.join(os.path.dirname(sys.executable), "emptcp")
+    return cand if os.path.exists(cand) else (shutil.which("emptcp") or "emptcp")
+
+
+def config_text(n: int, base_port: int, changed: int | None = None) -> str:
+    hooks = HOOKS[:max(1, min(len(HOOKS), -(-n // PER_HOOK) if n > PER_HOOK else
+                              min(n, len(HOOKS))))]
+    lines = []
+    for name, dev, typ in hooks:
+        lines += [f"[hooks.{name}]", f'interface = "{dev}"', f'type = "{typ}"', ""]
+    for i in range(n):
+        port = base_port + i + (1000 if i == changed else 0)
+        lines += ["[[policy]]", f'name = "p{i}"', f'hook = "{hooks[i % len(hooks)][0]}"',
+                  f'selectors = [ {{ use = "service", ports = [{port}] }} ]',
+                  'actions = [ { use = "count" } ]', ""]
+    return "\n".join(lines)
+
+
+class _Ns:
+    def __init__(self) -> None:
+        self.name = f"ebench-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.run("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        for d in ("veth0", "veth1", "lo"):
+            self.run("ip", "link", "set", d, "up")
+
+    def argv(self, *cmd: str) -> list[str]:
+        return ["nsenter", f"--net=/var/run/netns/{self.name}", "--", *cmd]
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        p = subprocess.run(self.argv(*cmd), capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
+        return p.stdout
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def _pin_root() -> str:
+    return f"/sys/fs/bpf/emptcp-bench-{uuid.uuid4().hex[:8]}"
+
+
+def _emptcp_apply(ns: _Ns, path: str, root: str) -> tuple[float, str]:
+    def go() -> subprocess.CompletedProcess:
+        return subprocess.run(ns.argv(_emptcp_bin(), "apply", path, "--pin-root", root),
+                              capture_output=True, text=True)
+    secs, p = timed(go)
+    if p.returncode != 0:
+        raise RuntimeError(f"emptcp apply failed: {p.stderr.strip()}")
+    return secs, p.stdout
+
+
+def _status(ns: _Ns, root: str) -> dict[str, Any]:
+    return json.loads(ns.run(_emptcp_bin(), "status", "--json", "--pin-root", root))
+
+
+def _check_emptcp(ns: _Ns, root: str, n: int, gen: int) -> dict[str, Any]:
+    st = _status(ns, root)
+    if not st["applied"] or st["generation"] != gen:
+        raise AssertionError(f"emptcp: expected generation {gen}, got {st}")
+    if sum(len(h["policies"]) for h in st["hooks"]) != n or \
+            not all(h["attached"] for h in st["hooks"]):
+        raise AssertionError("emptcp: policies missing or a hook not attached")
+    return st
+
+
+def _entries(root: str, gen: int) -> dict[str, Any]:
+    """The active generation's table entries, raw, as emptcp wrote them."""
+    from emptcp.abi import MAX_HOOKS, MAX_POLICIES, SLOTS_PER_GEN, policy_index
+    from emptcp.maps import Map
+    maps = os.path.join(root, "maps")
+    lo = policy_index(gen, 0, 0)
+    hi = lo + MAX_HOOKS * MAX_POLICIES
+    out: dict[str, Any] = {"gen": gen}
+    with Map.from_pin(os.path.join(maps, "emptcp_policies")) as m:
+        out["policies"] = [(k, v) for k, v in m.lookup_batch()
+                           if lo <= int.from_bytes(k, sys.byteorder) < hi and any(v)]
+    with Map.from_pin(os.path.join(maps, "emptcp_params")) as m:
+        out["params"] = [(k, v) for k, v in m.lookup_batch()
+                         if lo * 16 <= int.from_bytes(k, sys.byteorder) < hi * 16]
+    with Map.from_pin(os.path.join(maps, "emptcp_hooks")) as m:
+        out["hooks"] = list(m.lookup_batch())
+    progs = {p["id"]: p.get("name", "") for p in json.loads(bpftool("-j", "prog", "show"))}
+    out["slots"] = []
+    for pa in ("emptcp_xdp_progs", "emptcp_tc_progs"):
+        with Map.from_pin(os.path.join(maps, pa), key=int, value=int) as m:
+            for slot in range(gen * SLOTS_PER_GEN, (gen + 1) * SLOTS_PER_GEN):
+                try:
+                    out["slots"].append((pa, slot, progs[m[slot]]))
+                except KeyError:
+                    pass
+    if not out["policies"] or not out["slots"]:
+        raise AssertionError("emptcp wrote no policies / prog-array slots")
+    return out
+
+
+def _hex(b: bytes) -> str:
+    return "hex " + " ".join(f"{x:02x}" for x in b)
+
+
+class _Shell:
+    """The same configuration done by hand with bpftool / ip / tc."""
+
+    def __init__(self, ns: _Ns, tmpdir: str) -> None:
+        from emptcp import ObjectSpec, builtin_object, object_dir
+        self.ns, self.tmpdir = ns, tmpdir
+        self.root = f"/sys/fs/bpf/emptcp-bench-sh-{uuid.uuid4().hex[:8]}"
+        self.maps = os.path.join(self.root, "maps")
+        self.entry = builtin_object("entry")
+        self.object_dir = object_dir()
+        spec = ObjectSpec(self.entry)
+        self.shared = [m for m in spec.maps if m.startswith("emptcp_")]
+        spec.close()
+        self.load_dirs = 0
+
+    def _prog_path(self, gen_dir: str, prog: str) -> str:
+        stage = prog[len("emptcp_"):].rsplit("_", 1)[0]
+        return os.path.join(gen_dir, stage, prog)
+
+    def batch_file(self, e: dict[str, Any], gen_dir: str, with_state: bool) -> str:
+        lines = []
+        for pa, slot, prog in e["slots"]:
+            lines.append(f"map update pinned {self.maps}/{pa} key "
+                         f"{_hex(slot.to_bytes(4, sys.byteorder))} value pinned "
+                         f"{self._prog_path(gen_dir, prog)}")
+        for name in ("policies", "params", "hooks"):
+            for k, v in e[name]:
+                lines.append(f"map update pinned {self.maps}/emptcp_{name} key {_hex(k)} "
+                             f"value {_hex(v)}")
+        if with_state:
+            state = e["gen"].to_bytes(4, sys.byteorder) + (1).to_bytes(4, sys.byteorder)
+            lines.append(f"map update pinned {self.maps}/emptcp_state key "
+                         f"{_hex(bytes(4))} value {_hex(state)}")
+        path = os.path.join(self.tmpdir, f"batch-{uuid.uuid4().hex[:6]}")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def stages(self, e: dict[str, Any]) -> list[str]:
+        return sorted({prog[len("emptcp_"):].rsplit("_", 1)[0] for _, _, prog in e["slots"]})
+
+    def cold(self, e: dict[str, Any], hooks: list[tuple[str, str, str]]) -> float:
+        gen_dir = os.path.join(self.root, f"g{self.load_dirs}")
+        self.load_dirs += 1
+        batch = self.batch_file(e, gen_dir, with_state=True)
+        reuse = [a for m in self.shared for a in ("map", "name", m, "pinned",
+                                                  os.path.join(self.maps, m))]
+        stages = self.stages(e)
+
+        def work() -> None:
+            os.makedirs(self.maps)   # mkdir -p
+            os.makedirs(gen_dir)
+            bpftool("prog", "loadall", self.entry, os.path.join(self.root, "entry"),
+                    "pinmaps", self.maps)
+            for s in stages:
+                bpftool("prog", "loadall", os.path.join(self.object_dir, f"{s}.o"),
+                        os.path.join(gen_dir, s), *reuse)
+            bpftool("batch", "file", batch)
+            qdisc = set()
+            for _, dev, typ in hooks:
+                if typ == "xdp":
+                    self.ns.run("ip", "link", "set", "dev", dev, "xdp", "pinned",
+                                os.path.join(self.root, "entry", "emptcp_xdp_entry"))
+                    continue
+                if dev not in qdisc:
+                    self.ns.run("tc", "qdisc", "add", "dev", dev, "clsact")
+                    qdisc.add(dev)
+                d = typ.split("-")[1]
+                self.ns.run("tc", "filter", "add", "dev", dev, d, "bpf", "direct-action",
+                            "pinned", os.path.join(self.root, "entry", f"emptcp_tc_{d}_entry"))
+        secs, _ = timed(work)
+        self._check(e, hooks)
+        return secs
+
+    def warm(self, e: dict[str, Any], hooks: list[tuple[str, str, str]]) -> float:
+        gen_dir = os.path.join(self.root, f"g{self.load_dirs}")
+        self.load_dirs += 1
+        batch = self.batch_file(e, gen_dir, with_state=True)
+        reuse = [a for m in self.shared for a in ("map", "name", m, "pinned",
+                                                  os.path.join(self.maps, m))]
+        stages = self.stages(e)
+
+        def work() -> None:
+            os.makedirs(gen_dir)     # mkdir -p
+            for s in stages:
+                bpftool("prog", "loadall", os.path.join(self.object_dir, f"{s}.o"),
+                        os.path.join(gen_dir, s), *reuse)
+            bpftool("batch", "file", batch)
+        secs, _ = timed(work)
+        self._check(e, hooks)
+        return secs
+
+    def param(self, key: bytes, value: bytes) -> float:
+        secs, _ = timed(lambda: bpftool("map", "update", "pinned",
+                                        f"{self.maps}/emptcp_params", "key", *_hex(key).split(),
+                                        "value", *_hex(value).split()))
+        got = json.loads(bpftool("-j", "map", "lookup", "pinned", f"{self.maps}/emptcp_params",
+                                 "key", *_hex(key).split()))
+        if bytes(int(x, 16) for x in got["value"]) != value:
+            raise AssertionError("baseline: parameter not updated")
+        return secs
+
+    def _check(self, e: dict[str, Any], hooks: list[tuple[str, str, str]]) -> None:
+        net = json.loads(self.ns.run("bpftool", "-j", "net"))[0]
+        n_xdp = sum(1 for h in hooks if h[2] == "xdp")
+        n_tc = len(hooks) - n_xdp
+        if len(net["xdp"]) != n_xdp or len(net["tc"]) != n_tc:
+            raise AssertionError(f"baseline: attachments {net}")
+        for name in ("policies",):
+            from emptcp.maps import Map
+            with Map.from_pin(os.path.join(self.maps, f"emptcp_{name}")) as m:
+                for k, v in e[name]:
+                    if m[k] != v:
+                        raise AssertionError(f"baseline: {name} entry differs")
+
+    def clean(self, hooks: list[tuple[str, str, str]]) -> None:
+        for dev in {h[1] for h in hooks}:
+            self.ns.run("ip", "link", "set", "dev", dev, "xdp", "off", check=False)
+            self.ns.run("tc", "qdisc", "del", "dev", dev, "clsact", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.load_dirs = 0
+
+
+def _hooks_of(text: str) -> list[tuple[str, str, str]]:
+    names = [ln[len("[hooks."):-1] for ln in text.splitlines() if ln.startswith("[hooks.")]
+    return [h for h in HOOKS if h[0] in names]
+
+
+def _changed_param(a: dict[str, Any], b: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The one parameter entry that differs between two generations, keyed in ``a``'s."""
+    from emptcp.abi import policy_index
+    shift = (policy_index(b["gen"], 0, 0) - policy_index(a["gen"], 0, 0)) * 16
+    old = {int.from_bytes(k, sys.byteorder): v for k, v in a["params"]}
+    new = {int.from_bytes(k, sys.byteorder) - shift: v for k, v in b["params"]}
+    diff = [k for k in old if new.get(k) != old[k]]
+    if len(diff) != 1 or set(old) != set(new):
+        raise AssertionError(f"expected one changed parameter entry, got {len(diff)}")
+    return diff[0].to_bytes(4, sys.byteorder), new[diff[0]]
+
+
+@benchmark("apply")
+def apply_latency(ctx: Context) -> list[Result]:
+    from emptcp import api
+    from emptcp.rig.netns import enter
+    sizes = ctx.pick([1, 10, 100], [1, 10])
+    rounds = ctx.pick(3, 1)
+    ns = _Ns()
+    results: list[Result] = []
+    try:
+        for n in sizes:
+            files = {}
+            for tag, base, changed in (("a", 1000, None), ("b", 20000, None),
+                                       ("b2", 20000, n // 2)):
+                path = os.path.join(ctx.tmpdir, f"apply-{n}-{tag}.toml")
+                with open(path, "w") as f:
+                    f.write(config_text(n, base, changed))
+                files[tag] = path
+            hooks = _hooks_of(config_text(n, 1000))
+            t: dict[str, list[float]] = {k: [] for k in
+                                         ("cold", "warm", "param", "api", "api_warm", "sh_cold",
+                                          "sh_warm", "sh_param")}
+            for _ in range(rounds):
+                root = _pin_root()
+                shell = _Shell(ns, ctx.tmpdir)
+                try:
+                    s, out = _emptcp_apply(ns, files["a"], root)
+                    _check_emptcp(ns, root, n, 0)
+                    t["cold"].append(s)
+                    ea = _entries(root, 0)
+                    s, out = _emptcp_apply(ns, files["b"], root)
+                    _check_emptcp(ns, root, n, 1)
+                    t["warm"].append(s)
+                    eb = _entries(root, 1)
+                    s, out = _emptcp_apply(ns, files["b2"], root)
+                    _check_emptcp(ns, root, n, 2)
+                    t["param"].append(s)
+                    key, value = _changed_param(eb, _entries(root, 2))
+                    ns.run(_emptcp_bin(), "detach", "--all", "--pin-root", root)
+                    with enter(ns.name):  # the same cold and warm applies, in-process
+                        s, res = timed(lambda: api.apply(files["a"], root))
+                        if not res.changed or res.generation != 0:
+                            raise AssertionError(f"api.apply: {res}")
+                        t["api"].append(s)
+                        s, res = timed(lambda: api.apply(files["b"], root))
+                        if not res.changed or res.generation != 1:
+                            raise AssertionError(f"api.apply: {res}")
+                        t["api_warm"].append(s)
+                        api.detach(pin_root=root, all=True)
+                    t["sh_cold"].append(shell.cold(ea, hooks))
+                    t["sh_warm"].append(shell.warm(eb, hooks))
+                    t["sh_param"].append(shell.param(key, value))
+                finally:
+                    shell.clean(hooks)
+                    ns.run(_emptcp_bin(), "detach", "--all", "--pin-root", root, check=False)
+                    shutil.rmtree(root, ignore_errors=True)
+            m = {k: median(v) * 1e3 for k, v in t.items()}
+            spread = f"{n} policies on {len(hooks)} hook(s), 1 selector + 1 action each"
+            cold_base = (f"bpftool prog loadall (entry + stage objects, maps reused) + "
+                         f"bpftool batch file ({len(ea['policies']) + len(ea['params'])} "
+                         f"table entries + prog-array slots) + ip link/tc filter attach "
+                         f"per hook")
+            results += [
+                Result(f"apply.cold.{n}", m["cold"], "ms/op", cold_base, m["sh_cold"],
+                       description=f"`emptcp apply` CLI process on an empty pin root, {spread}"),
+                Result(f"apply.cold.{n}.api", m["api"], "ms/op", cold_base, m["sh_cold"],
+                       description=f"in-process emptcp.api.apply on an empty pin root, {spread}"),
+                Result(f"apply.warm.{n}", m["warm"], "ms/op",
+                       "bpftool prog loadall of the stage objects + bpftool batch file of the "
+                       "new generation's entries", m["sh_warm"],
+                       description=f"`emptcp apply` of a different configuration on top, "
+                                   f"{spread}"),
+                Result(f"apply.warm.{n}.api", m["api_warm"], "ms/op",
+                       "bpftool prog loadall of the stage objects + bpftool batch file of the "
+                       "new generation's entries", m["sh_warm"],
+                       description=f"in-process emptcp.api.apply of a different configuration "
+                                   f"on top, {spread}"),
+                Result(f"apply.param.{n}", m["param"], "ms/op",
+                       "one `bpftool map update` of the changed parameter entry, in place",
+                       m["sh_param"],
+                       description=f"`emptcp apply` with one port of one policy changed "
+                                   f"(a whole new generation, flipped atomically), {spread}"),
+            ]
+    finally:
+        ns.close()
+    return results
