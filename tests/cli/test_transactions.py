@@ -98,10 +98,14 @@ def configs(tmp_path) -> dict[str, str]:
     return out
 
 
-def _learn_digests(host: Host, configs: dict[str, str]) -> dict[str, str]:
+def _learn_digests(host: Host, configs: dict[str, str],
+                   durations: dict[str, float] | None = None) -> dict[str, str]:
     digests = {}
     for name in ("one", "three"):
+        t0 = time.monotonic()
         host.apply(configs[name])
+        if durations is not None:
+            durations[name] = time.monotonic() - t0
         digests[name] = host.status()["digest"]
     host.detach_all()
     assert not os.path.exists(host.pin_root)
@@ -109,7 +113,8 @@ def _learn_digests(host: Host, configs: dict[str, str]) -> dict[str, str]:
 
 
 def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
-    digests = _learn_digests(host, configs)
+    durations: dict[str, float] = {}
+    digests = _learn_digests(host, configs, durations)
     rng = random.Random(int(os.environ.get("EMPTCP_TEST_SEED", "0")) or None)
     seed_note = []
     prog_ids: set[int] = set()
@@ -121,7 +126,8 @@ def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
             host.detach_all()
         before = host.status()
         target = "three" if i % 2 else "one"
-        delay = rng.uniform(0, 0.3)
+        # 0-300 ms, but no later than the end of a whole apply: most kills land inside it
+        delay = rng.uniform(0, min(0.3, durations[target] * 1.1))
         seed_note.append(f"{i}:{target}:{delay * 1000:.0f}ms{' cold' if cold else ''}")
         p = subprocess.Popen(host.argv("apply", configs[target]), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, start_new_session=True)
@@ -156,7 +162,7 @@ def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
             prog_ids |= host.owned_prog_ids()
     print("kill schedule:", " ".join(seed_note), "outcomes:", outcomes,
           "stale attachments right after a kill:", stale_after_kill)
-    assert outcomes["old"] + outcomes["new"] >= 10, outcomes
+    assert outcomes["old"] + outcomes["new"] >= 6, outcomes
     for name in ("one", "three"):
         host.apply(configs[name])
         st = assert_complete(host, digests, f"final {name}")
