@@ -217,3 +217,51 @@ def test_reapply_same_file_changes_nothing(host: Host, configs: dict[str, str]) 
     assert host.status()["generation"] == 1
     host.detach_all()
     host.assert_clean()
+
+
+KILL_AT = """
+import os, signal, sys
+from emptcp.api import load
+from emptcp.engine import Engine
+step, path, root = sys.argv[1:4]
+def progress(s):
+    if s == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+Engine(root, progress).apply(load(path))
+"""
+STEPS = ("load", "clear", "programs", "tables", "attach", "flip", "cleanup")
+
+
+def test_sigkill_at_every_step(host: Host, configs: dict[str, str]) -> None:
+    """Deterministic: SIGKILL the applying process at each step the engine reports,
+    on an empty pin root and on top of another configuration."""
+    import sys
+    digests = _learn_digests(host, configs)
+    for cold in (True, False):
+        for step in STEPS:
+            where = f"{'cold' if cold else 'warm'} kill at {step!r}"
+            if cold:
+                host.detach_all()
+            else:
+                host.apply(configs["one"])
+            before = host.status()
+            p = subprocess.run(["nsenter", f"--net=/var/run/netns/{host.ns}", "--",
+                                sys.executable, "-c", KILL_AT, step, configs["three"],
+                                host.pin_root], capture_output=True, text=True, timeout=60)
+            assert p.returncode == -signal.SIGKILL, (where, p.returncode, p.stderr)
+            st = host.status()
+            if not st["applied"]:
+                assert cold and step != "cleanup", f"{where}: configuration vanished"
+            else:
+                st = assert_complete(host, digests, where)
+                if st["digest"] == digests["one"]:
+                    assert not cold and st["generation"] == before["generation"], where
+                else:  # the flip happened: only from the 'flip' step's end on
+                    assert step == "cleanup", f"{where}: new config visible before its flip"
+            # the next apply repairs whatever the killed one left
+            host.apply(configs["one"])
+            st = assert_complete(host, digests, f"{where} (repair)")
+            assert st["digest"] == digests["one"]
+            assert _actual_attachments(host) == _expected_attachments(st), where
+    host.detach_all()
+    host.assert_clean()
