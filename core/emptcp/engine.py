@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from . import builtin_object
-from .config import Resolved, ResolvedHook, ResolvedStage
+from .config import Resolved, ResolvedStage
 from .errors import EmptcpError, NotFoundError
 from .links import Link, attach_tcx, attach_xdp
 from .maps import Map, MapType

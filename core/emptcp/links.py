@@ -7,11 +7,10 @@ clsact filters (:mod:`emptcp.tc`).
 """
 from __future__ import annotations
 
-import os
 import socket
-from typing import Any
 
 from .errors import NotFoundError, error_from_errno
+from .fdobject import FdObject
 from .info import LinkInfo, fd_by_id, link_info
 from .libbpf import check, ffi, lib
 from .programs import Program
@@ -56,35 +55,21 @@ def ifindex(iface: str | int) -> int:
                             "in this network namespace") from None
 
 
-class Link:
+class Link(FdObject):
     """A BPF link fd. Closing it detaches the program unless the link is pinned."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    _kind = "link"
 
     @classmethod
     def from_pin(cls, path: str) -> "Link":
-        fd = lib.bpf_obj_get(os.fsencode(path))
-        if fd < 0:
-            raise error_from_errno("bpf_obj_get", fd, f"link pinned at {path}")
-        return cls(fd)
+        return cls(cls._fd_from_pin(path, "link"))
 
     @classmethod
     def from_id(cls, link_id: int) -> "Link":
         return cls(fd_by_id("link", link_id))
 
     @property
-    def fd(self) -> int:
-        if self._fd < 0:
-            raise ValueError("link is closed")
-        return self._fd
-
-    @property
     def info(self) -> LinkInfo:
         return link_info(self.fd)
-
-    def pin(self, path: str) -> None:
-        check("bpf_obj_pin", lib.bpf_obj_pin(self.fd, os.fsencode(path)), path)
 
     def update(self, prog: Program) -> None:
         """Atomically replace the program behind the link."""
@@ -93,23 +78,6 @@ class Link:
     def detach(self) -> None:
         """Detach now, even if the link is pinned elsewhere (the pin becomes defunct)."""
         check("bpf_link_detach", lib.bpf_link_detach(self.fd), privilege=_NET)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> "Link":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         try:

@@ -11,12 +11,12 @@ elements per syscall (``lookup_batch``/``update_batch``/``delete_batch``).
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import MutableMapping
 from typing import Any, Iterable, Iterator
 
 from .codecs import Codec, make_codec
-from .errors import BpfError, KeyNotFoundError, MapKeyError, NotFoundError, error_from_errno
+from .errors import BpfError, KeyNotFoundError, MapKeyError, NotFoundError
+from .fdobject import FdObject
 from .info import MapInfo, fd_by_id, map_info
 from .libbpf import check, ffi, lib, num_possible_cpus
 
@@ -39,13 +39,13 @@ _BATCHABLE = {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_A
               MapType.LRU_HASH, MapType.LRU_PERCPU_HASH}
 
 
-class Map(MutableMapping):
+class Map(FdObject, MutableMapping):
     """A map fd with codecs. Owns (and closes) its fd unless ``owned=False``."""
+    _kind = "map"
 
     def __init__(self, fd: int, *, key: Any = None, value: Any = None, owned: bool = True,
                  name: str | None = None) -> None:
-        self._fd = fd
-        self._owned = owned
+        super().__init__(fd, owned)
         self.info: MapInfo = map_info(fd)
         self.name = name or self.info.name
         self.percpu = self.info.type in MapType.PERCPU
@@ -59,10 +59,7 @@ class Map(MutableMapping):
     # ---- construction -------------------------------------------------
     @classmethod
     def from_pin(cls, path: str, **kw: Any) -> "Map":
-        fd = lib.bpf_obj_get(os.fsencode(path))
-        if fd < 0:
-            raise error_from_errno("bpf_obj_get", fd, f"map pinned at {path}")
-        return cls(fd, **kw)
+        return cls(cls._fd_from_pin(path, "map"), **kw)
 
     @classmethod
     def from_id(cls, map_id: int, **kw: Any) -> "Map":
@@ -83,33 +80,6 @@ class Map(MutableMapping):
     def typed(self, key: Any = None, value: Any = None) -> "Map":
         """A view of the same map (same fd, not owned) with other codecs."""
         return Map(self._fd, key=key, value=value, owned=False, name=self.name)
-
-    # ---- lifetime -----------------------------------------------------
-    @property
-    def fd(self) -> int:
-        if self._fd < 0:
-            raise ValueError(f"map '{self.name}' is closed")
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0 and self._owned:
-            os.close(self._fd)
-        self._fd = -1
-
-    def __enter__(self) -> "Map":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def pin(self, path: str) -> None:
-        check("bpf_obj_pin", lib.bpf_obj_pin(self.fd, os.fsencode(path)), path)
 
     def freeze(self) -> None:
         check("bpf_map_freeze", lib.bpf_map_freeze(self.fd))

@@ -1,12 +1,10 @@
 """A live BPF program: fd, info, pinning, and ``BPF_PROG_TEST_RUN``."""
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
-from typing import Any
 
-from .errors import error_from_errno
+from .fdobject import FdObject
 from .info import ProgInfo, fd_by_id, prog_info
 from .libbpf import check, ffi, lib
 
@@ -52,31 +50,22 @@ class TestRunResult:
         return self.ctx[48:68] if len(self.ctx) >= 68 else b""
 
 
-class Program:
+class Program(FdObject):
     """A loaded program's fd. Owns (and closes) the fd unless ``owned=False``."""
+    _kind = "program"
 
     def __init__(self, fd: int, *, name: str | None = None, owned: bool = True) -> None:
-        self._fd = fd
-        self._owned = owned
+        super().__init__(fd, owned)
         self.info: ProgInfo = prog_info(fd)
         self.name = name or self.info.name
 
     @classmethod
     def from_pin(cls, path: str) -> "Program":
-        fd = lib.bpf_obj_get(os.fsencode(path))
-        if fd < 0:
-            raise error_from_errno("bpf_obj_get", fd, f"program pinned at {path}")
-        return cls(fd)
+        return cls(cls._fd_from_pin(path, "program"))
 
     @classmethod
     def from_id(cls, prog_id: int) -> "Program":
         return cls(fd_by_id("prog", prog_id))
-
-    @property
-    def fd(self) -> int:
-        if self._fd < 0:
-            raise ValueError(f"program '{self.name}' is closed")
-        return self._fd
 
     @property
     def type(self) -> int:
@@ -85,26 +74,6 @@ class Program:
     @property
     def id(self) -> int:
         return self.info.id
-
-    def pin(self, path: str) -> None:
-        check("bpf_obj_pin", lib.bpf_obj_pin(self.fd, os.fsencode(path)), path)
-
-    def close(self) -> None:
-        if self._fd >= 0 and self._owned:
-            os.close(self._fd)
-        self._fd = -1
-
-    def __enter__(self) -> "Program":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<Program {self.name!r} id={self.info.id} type={self.info.type_name}>"
