@@ -132,6 +132,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return EXIT_OK
+    for link in st.get("stale", []):
+        print(f"warning: stale attachment {link['pin']} (link {link.get('link_id', '?')}, "
+              f"ifindex {link.get('ifindex', '?')}) left by an interrupted apply; it passes "
+              "every packet; the next apply or detach removes it")
     if not st["applied"]:
         print(f"nothing applied under {st['pin_root']}")
         return EXIT_OK

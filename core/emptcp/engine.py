@@ -438,9 +438,25 @@ class Engine:
                 os.rmdir(d)
 
     # ---- status -------------------------------------------------------------
+    def _stale_links(self, doc: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Link pins the active configuration does not own (an interrupted apply's)."""
+        keep = {os.path.basename(self.pins.link(h["type"], h["interface"]))
+                for h in (doc or {}).get("resolved", {}).get("hooks", [])}
+        stale = []
+        if os.path.isdir(self.pins.links):
+            for name in sorted(set(os.listdir(self.pins.links)) - keep):
+                entry: dict[str, Any] = {"pin": os.path.join(self.pins.links, name)}
+                with contextlib.suppress(EmptcpError), \
+                        Link.from_pin(os.path.join(self.pins.links, name)) as link:
+                    i = link.info
+                    entry.update(link_id=i.id, prog_id=i.prog_id, ifindex=i.ifindex)
+                stale.append(entry)
+        return stale
+
     def status(self) -> dict[str, Any]:
         current = self.state()
         out: dict[str, Any] = {"pin_root": self.pins.root, "applied": current is not None}
+        out["stale"] = self._stale_links(current[1] if current else None)
         if current is None:
             out["hooks"] = []
             return out
@@ -486,13 +502,15 @@ class Engine:
                 for name in sorted(os.listdir(self.pins.root)):
                     path = os.path.join(self.pins.root, name)
                     if os.path.isdir(path):
-                        shutil.rmtree(path, ignore_errors=True)
+                        shutil.rmtree(path)
                     else:
                         os.unlink(path)
                     removed.append(name)
             self._remove_empty_dirs()
-            with contextlib.suppress(OSError):
-                os.rmdir(self.pins.root)
+            if os.path.lexists(self.pins.root):
+                left = sorted(os.listdir(self.pins.root)) if os.path.isdir(self.pins.root) else []
+                raise EmptcpError(f"could not remove everything under {self.pins.root}: "
+                                  f"{', '.join(left) or 'the directory itself'}")
             return removed
 
 

@@ -100,6 +100,20 @@ def _assign(stage: Stage, value: tuple[Any, ...], params: dict[str, Any]) -> Non
 _FIRST_PARAM = "_"
 
 
+def _named(stage: Stage) -> dict[str, Any]:
+    if _FIRST_PARAM not in stage.params:
+        return dict(stage.params)
+    try:
+        from .api import stages
+        spec = stages().get(stage.use)
+    except Exception:  # no plugins available: keep the placeholder, resolve() names it
+        spec = None
+    if spec is None or not spec.params:
+        return dict(stage.params)
+    params = {k: v for k, v in stage.params.items() if k != _FIRST_PARAM}
+    return {spec.params[0].name: stage.params[_FIRST_PARAM], **params}
+
+
 @dataclass
 class Hook:
     name: str
@@ -141,6 +155,9 @@ class Config:
 
     # ---- serialisation --------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data, as in a TOML file. A positional parameter given with
+        ``select(i, value)`` / ``set(i, value)`` is named after the stage's first
+        parameter when the stage is installed."""
         out: dict[str, Any] = {}
         if self.hooks:
             out["hooks"] = {h.name: {k: v for k, v in (("interface", h.interface),
@@ -153,8 +170,8 @@ class Config:
         for p in self.policies:
             entry: dict[str, Any] = {"name": p.name, "hook": p.hook, "priority": p.priority}
             entry["selectors"] = [{"use": s.use, **({"op": s.op} if s.op != AND else {}),
-                                   **s.params} for s in p.selectors]
-            entry["actions"] = [{"use": a.use, **a.params} for a in p.actions]
+                                   **_named(s)} for s in p.selectors]
+            entry["actions"] = [{"use": a.use, **_named(a)} for a in p.actions]
             out["policy"].append(entry)
         return out
 

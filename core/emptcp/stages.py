@@ -113,8 +113,10 @@ def _ports(value: Any, bad: Callable[[str], ConfigError]) -> list[tuple[int, int
             lo = hi = int(item)
         else:
             raise bad(f"port {item!r} is not a number or 'lo-hi' range")
-        if not (0 <= lo <= hi <= 65535):
+        if not (0 <= lo <= 65535 and 0 <= hi <= 65535):
             raise bad(f"port {item!r} is out of range [0, 65535]")
+        if lo > hi:
+            raise bad(f"port range {item!r} is empty (write it low-high)")
         out.append((lo, hi))
     if not out:
         raise bad("empty port set")

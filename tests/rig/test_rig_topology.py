@@ -41,7 +41,8 @@ def test_topology_names_addresses_ifindex():
 def test_two_rigs_do_not_collide():
     with Rig(2) as a, Rig(2) as b:
         assert a.client.ns != b.client.ns and a.paths[0].client_if != b.paths[0].client_if
-        assert a.transfer(nbytes=1 << 20)["intact"] and b.transfer(nbytes=1 << 20)["intact"]
+        ra, rb = a.transfer(nbytes=1 << 20), b.transfer(nbytes=1 << 20)
+        assert ra["intact"] and rb["intact"], (ra, rb)
     assert _gone(a) and _gone(b)
 
 
