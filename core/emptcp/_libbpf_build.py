@@ -183,22 +183,47 @@ extern "Python" int emptcp_py_ringbuf(void *ctx, void *data, size_t size);
 extern "Python" void emptcp_py_perf_sample(void *ctx, int cpu, void *data, __u32 size);
 extern "Python" void emptcp_py_perf_lost(void *ctx, int cpu, __u64 cnt);
 void emptcp_install_print(void);
+void emptcp_set_print_level(int level);
 """
 
 SOURCE = r"""
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 
 void emptcp_py_print(int level, const char *msg);
 
-/* libbpf hands its log a va_list, which cffi cannot take: format here. */
+static int emptcp_print_level = LIBBPF_INFO;
+
+/* Messages above this level never reach Python: libbpf prints thousands of
+ * debug lines per object load, and each crossing costs a microsecond or more. */
+static void emptcp_set_print_level(int level)
+{
+    emptcp_print_level = level;
+}
+
+/* libbpf hands its log a va_list, which cffi cannot take: format here. A
+ * verifier log arrives as one message that can be megabytes long. */
 static int emptcp_print_shim(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-    char buf[4096];
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    char small[4096], *buf = small;
+    va_list again;
+    int n;
+
+    if ((int)level > emptcp_print_level)
+        return 0;
+    va_copy(again, ap);
+    n = vsnprintf(small, sizeof(small), fmt, ap);
+    if (n >= (int)sizeof(small) && (buf = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(buf, (size_t)n + 1, fmt, again);
+    else if (buf == NULL)
+        buf = small;
+    va_end(again);
     emptcp_py_print((int)level, buf);
+    if (buf != small)
+        free(buf);
     return 0;
 }
 

@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="emptcp: %(levelname)s: %(message)s")
     if args.verbose < 2:
         logging.getLogger("emptcp.libbpf").setLevel(logging.ERROR)
+    from .libbpf import sync_print_level
+    sync_print_level()  # -vv: let libbpf's debug lines through
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -210,8 +210,10 @@ class Engine:
             slots = self._install_programs(gen, objects, loaded)
             hook_ids = self._assign_hook_ids(resolved, old, new_hook_keys)
             self._progress("tables")
-            self._write_tables(gen, resolved, slots, hook_ids)
-            doc = {"committed": True, "digest": digest, "generation": gen,
+            written = self._write_tables(gen, resolved, slots, hook_ids)
+            written["slots"] = {t: max([s for (tt, _), s in slots.items() if tt == t], default=0)
+                                for t in PROG_ARRAY}
+            doc = {"committed": True, "written": written, "digest": digest, "generation": gen,
                    "applied_at": time.time(), "config": resolved.config.to_dict(),
                    "resolved": resolved.describe(), "hook_ids": hook_ids,
                    "slots": {f"{t}:{n}": s for (t, n), s in slots.items()},
@@ -265,20 +267,32 @@ class Engine:
         return gen
 
     def _clear_generation(self, gen: int) -> None:
-        for t in ("xdp", "tc"):
+        """Empty generation ``gen`` before it is rebuilt: exactly the entries its last
+        description says it wrote, or every entry of the generation if that is unknown."""
+        meta = read_meta(self.pins.gen(gen))
+        written = (meta or {}).get("written")
+        if written is None:
+            slots = {t: SLOTS - 1 for t in PROG_ARRAY}
+            policies = [policy_index(gen, 0, 0) + i for i in range(MAX_HOOKS * MAX_POLICIES)]
+            lo, hi = policy_index(gen, 0, 0) * 16, policy_index(gen + 1, 0, 0) * 16
+            with self._shared("emptcp_params", key=int) as params:
+                param_keys = [k for k in params if lo <= k < hi]
+        else:
+            slots, policies, param_keys = (written["slots"], written["policies"],
+                                           written["params"])
+        for t, n in slots.items():
             with self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
-                for slot in range(SLOTS):
+                for slot in range(1, n + 1):
                     with contextlib.suppress(NotFoundError):
                         pa.delete(gen * SLOTS + slot)
-        with self._shared("emptcp_policies", key=int) as pol:
-            zero = bytes(POLICY.size)
-            base = policy_index(gen, 0, 0)
-            pol.update_batch((base + i, zero) for i in range(MAX_HOOKS * MAX_POLICIES))
-        with self._shared("emptcp_params", key=int) as params:
-            lo, hi = policy_index(gen, 0, 0) * 16, policy_index(gen + 1, 0, 0) * 16
-            stale = [k for k in params if lo <= k < hi]
-            if stale:
-                params.delete_batch(stale)
+        if policies:
+            with self._shared("emptcp_policies") as pol:
+                pol.update_batch_packed(struct.pack(f"{len(policies)}I", *policies),
+                                        bytes(POLICY.size * len(policies)))
+        if param_keys:
+            with self._shared("emptcp_params", key=int) as params:
+                with contextlib.suppress(NotFoundError):
+                    params.delete_batch(param_keys)
         unpin(self.pins.gen(gen))
 
     def _install_programs(self, gen: int, objects: dict[str, list[tuple[str, StageSpec]]],
@@ -336,7 +350,8 @@ class Engine:
         return ids
 
     def _write_tables(self, gen: int, resolved: Resolved, slots: dict[tuple[str, str], int],
-                      hook_ids: dict[str, int]) -> None:
+                      hook_ids: dict[str, int]) -> dict[str, list[int]]:
+        """Fill the policy and parameter tables of ``gen``; return the keys written."""
         policies: list[tuple[int, bytes]] = []
         params: list[tuple[int, bytes]] = []
         uid = 0
@@ -361,6 +376,7 @@ class Engine:
             m.update_batch(params)
         with self._shared("emptcp_policies", key=int) as m:
             m.update_batch(policies)
+        return {"policies": [i for i, _ in policies], "params": [k for k, _ in params]}
 
     def _attach(self, resolved: Resolved, entry: Object, attached: list[str]) -> None:
         os.makedirs(self.pins.links, exist_ok=True)
@@ -408,9 +424,11 @@ class Engine:
                 if before.get(name) == h["policies"]:
                     continue
                 hid = hook_ids[name]
-                zero = bytes(STAGE_STAT.size)
-                stats.update_batch((stat_index(hid, 0, 0, 0) + i, zero)
-                                   for i in range(MAX_POLICIES * 16))
+                n = max(len(h["policies"]), len(before.get(name) or []))
+                first = stat_index(hid, 0, 0, 0)
+                stats.update_batch_packed(
+                    struct.pack(f"{n * 16}I", *range(first, first + n * 16)),
+                    bytes(STAGE_STAT.size * stats.ncpu * n * 16))
                 hstats[hid] = bytes(HOOK_STAT.size)
 
     def _cleanup_stale(self, doc: dict[str, Any]) -> None:

@@ -36,6 +36,18 @@ def emptcp_py_print(level: int, msg) -> None:  # called from libbpf, under the G
 lib.emptcp_install_print()
 
 
+def set_print_level(level: int) -> None:
+    """Forward libbpf messages up to ``level`` (0 warn, 1 info, 2 debug) to logging."""
+    lib.emptcp_set_print_level(level)
+
+
+def sync_print_level() -> None:
+    set_print_level(2 if log.isEnabledFor(logging.DEBUG) else 1)
+
+
+sync_print_level()
+
+
 @contextlib.contextmanager
 def capture_log() -> Iterator[list[str]]:
     """Collect libbpf's messages printed on this thread inside the block."""

@@ -260,6 +260,21 @@ class Map(FdObject, MutableMapping):
               f"map '{self.name}', {count[0]} of {len(pairs)} updated")
         return count[0]
 
+    def update_batch_packed(self, keys: bytes, values: bytes, flags: int = BPF_ANY) -> int:
+        """``update_batch`` for keys and values already laid out back to back
+        (per-CPU values: one padded slot per CPU), skipping per-element encoding."""
+        n, rem = divmod(len(keys), self.info.key_size)
+        if rem or len(values) != n * self._slot * self.ncpu:
+            raise MapKeyError(f"map '{self.name}': {len(keys)} key bytes and {len(values)} value "
+                              "bytes do not make whole elements")
+        if n == 0:
+            return 0
+        count = ffi.new("__u32 *", n)
+        check("bpf_map_update_batch",
+              lib.bpf_map_update_batch(self.fd, keys, values, count, self._batch_opts(flags)),
+              f"map '{self.name}', {count[0]} of {n} updated")
+        return count[0]
+
     def delete_batch(self, keys: Iterable[Any]) -> int:
         raw = [self._key(k) for k in keys]
         if not raw:

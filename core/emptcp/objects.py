@@ -22,9 +22,6 @@ from .programs import Program
 
 __all__ = ["ObjectSpec", "MapSpec", "ProgramSpec", "Object"]
 
-_LOG_SIZE = 1 << 22
-
-
 class MapSpec:
     """A map of an opened object, before load. Setters map onto libbpf's."""
 
@@ -109,7 +106,6 @@ class ProgramSpec:
         self._ptr = ptr
         self.name: str = ffi.string(lib.bpf_program__name(ptr)).decode()
         self.section: str = ffi.string(lib.bpf_program__section_name(ptr)).decode()
-        self._log = None
 
     @property
     def type(self) -> int:
@@ -130,15 +126,6 @@ class ProgramSpec:
     @property
     def insn_count(self) -> int:
         return lib.bpf_program__insn_cnt(self._ptr)
-
-    def _arm_log(self) -> None:
-        # A buffer of our own, so a rejection's log reaches VerifierError (libbpf
-        # retries a failed load at log level 1 into it).
-        self._log = ffi.new("char[]", _LOG_SIZE)
-        lib.bpf_program__set_log_buf(self._ptr, self._log, _LOG_SIZE)
-
-    def _log_text(self) -> str:
-        return ffi.string(self._log).decode(errors="replace") if self._log is not None else ""
 
     def __repr__(self) -> str:
         return f"<ProgramSpec {self.name!r} section={self.section!r} type={self.type}>"
@@ -184,9 +171,6 @@ class ObjectSpec:
         """
         if self._ptr is None or self._loaded:
             raise ValueError(f"{self.path}: object already loaded or closed")
-        for prog in self.programs.values():
-            if prog.autoload:
-                prog._arm_log()
         with capture_log() as lines:
             rc = lib.bpf_object__load(self._ptr)
         if rc < 0:
@@ -199,12 +183,16 @@ class ObjectSpec:
         return obj
 
     def _load_error(self, rc: int, lines: list[str]) -> BpfError:
-        for prog in self.programs.values():
-            text = prog._log_text()
-            if text.strip():
-                return VerifierError("bpf_object__load", rc, prog.name, text)
-        for line in lines:  # map creation and relocation failures are only printed
-            if "prog '" in line and ("failed to load" in line or "BEGIN PROG LOAD LOG" in line):
+        """The most specific error for a failed load, from what libbpf printed: the
+        verifier's log arrives as one message between BEGIN/END PROG LOAD LOG."""
+        for line in lines:
+            if "-- BEGIN PROG LOAD LOG --" in line and "prog '" in line:
+                name = line.split("prog '", 1)[1].split("'", 1)[0]
+                log = line.split("-- BEGIN PROG LOAD LOG --", 1)[1]
+                log = log.split("-- END PROG LOAD LOG --", 1)[0].strip("\n")
+                return VerifierError("bpf_object__load", rc, name, log)
+        for line in lines:  # rejected without a log (e.g. a bad helper for this type)
+            if "prog '" in line and "failed to load" in line:
                 name = line.split("prog '", 1)[1].split("'", 1)[0]
                 return VerifierError("bpf_object__load", rc, name, "\n".join(lines))
         detail = f"{self.path}: " + "; ".join(line for line in lines[-4:] if line)
@@ -239,7 +227,6 @@ class Object:
             fd = lib.bpf_program__fd(pspec._ptr)
             if fd >= 0:
                 self.programs[name] = Program(fd, name=name, owned=False)
-            pspec._log = None
         self.maps: dict[str, Map] = {}
         for name, mspec in spec.maps.items():
             fd = lib.bpf_map__fd(mspec._ptr)
