@@ -31,6 +31,7 @@ from .errors import EmptcpError, NotFoundError
 from .links import Link, attach_tcx, attach_xdp
 from .maps import Map, MapType
 from .objects import Object, ObjectSpec
+from .programs import Program
 from .abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, P_OR, P_REF, POLICY,
                   SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
 from .stages import HOOK_TYPE, StageSpec
@@ -184,7 +185,8 @@ class Engine:
 
     def _apply(self, resolved: Resolved, dry_run: bool) -> ApplyResult:
         objects = self._stage_objects(resolved)
-        digest = resolved.digest({p: _sha256(p) for p in objects})
+        hashes = {p: _sha256(p) for p in objects}
+        digest = resolved.digest(hashes)
         current = self.state()
         old = current[1] if current else None
         summary = diff_summary(old, resolved)
@@ -207,13 +209,17 @@ class Engine:
             self._progress("clear")
             self._clear_generation(gen)
             self._progress("programs")
-            slots = self._install_programs(gen, objects, loaded)
+            slots = self._install_programs(gen, objects, loaded,
+                                           self._reusable(current, hashes))
             hook_ids = self._assign_hook_ids(resolved, old, new_hook_keys)
             self._progress("tables")
             written = self._write_tables(gen, resolved, slots, hook_ids)
             written["slots"] = {t: max([s for (tt, _), s in slots.items() if tt == t], default=0)
                                 for t in PROG_ARRAY}
-            doc = {"committed": True, "written": written, "digest": digest, "generation": gen,
+            stage_objects = {f"{t}:{st.name}": path for path, uses in objects.items()
+                             for t, st in uses}
+            doc = {"committed": True, "written": written, "objects": hashes,
+                   "stage_objects": stage_objects, "digest": digest, "generation": gen,
                    "applied_at": time.time(), "config": resolved.config.to_dict(),
                    "resolved": resolved.describe(), "hook_ids": hook_ids,
                    "slots": {f"{t}:{n}": s for (t, n), s in slots.items()},
@@ -295,33 +301,70 @@ class Engine:
                     params.delete_batch(param_keys)
         unpin(self.pins.gen(gen))
 
+    def _reusable(self, current: tuple[int, dict[str, Any]] | None,
+                  hashes: dict[str, str]) -> dict[tuple[str, str], int]:
+        """(hook type, stage) -> id of the program the running generation already has
+        for it, when its object file is unchanged: no need to load and verify again."""
+        if current is None:
+            return {}
+        gen, doc = current
+        same = {p for p, h in doc.get("objects", {}).items() if hashes.get(p) == h}
+        ids: dict[tuple[str, str], int] = {}
+        for key, slot in doc.get("slots", {}).items():
+            t, name = key.split(":", 1)
+            if doc.get("stage_objects", {}).get(key) not in same:
+                continue
+            with contextlib.suppress(EmptcpError), \
+                    self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
+                ids[(t, name)] = pa[gen * SLOTS + slot]
+        return ids
+
     def _install_programs(self, gen: int, objects: dict[str, list[tuple[str, StageSpec]]],
-                          loaded: list[Object]) -> dict[tuple[str, str], int]:
+                          loaded: list[Object],
+                          reuse: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """Put every stage's program in a slot of ``gen``'s prog array: the running
+        generation's program where ``reuse`` has it, else a freshly loaded one."""
         slots: dict[tuple[str, str], int] = {}
         next_slot = {"xdp": 1, "tc": 1}
         for path, uses in objects.items():
-            spec = ObjectSpec(path)
-            try:
-                wanted = {spec_.programs[t] for t, spec_ in uses}
-                for name, p in spec.programs.items():
-                    p.autoload = name in wanted
-                for name, m in spec.maps.items():
-                    if name.startswith("emptcp_") and os.path.exists(self.pins.map(name)):
-                        m.reuse(self.pins.map(name))
-                obj = spec.load()
-            except BaseException:
-                spec.close()
-                raise
-            loaded.append(obj)
+            fds: dict[tuple[str, str], int] = {}
+            todo = []
+            for t, st in uses:
+                prog_id = reuse.get((t, st.name))
+                if prog_id is not None:
+                    with contextlib.suppress(EmptcpError):
+                        prog = Program.from_id(prog_id)
+                        loaded.append(prog)  # type: ignore[arg-type]
+                        fds[(t, st.name)] = prog.fd
+                        continue
+                todo.append((t, st))
+            if todo:
+                obj = self._load_stage_object(path, {st.programs[t] for t, st in todo})
+                loaded.append(obj)
+                for t, st in todo:
+                    fds[(t, st.name)] = obj.programs[st.programs[t]].fd
             for t, st in uses:
                 slot = next_slot[t]
                 if slot >= SLOTS:
                     raise EmptcpError(f"more than {SLOTS - 1} {t} stages in one configuration")
                 next_slot[t] += 1
                 with self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
-                    pa[gen * SLOTS + slot] = obj.programs[st.programs[t]].fd
+                    pa[gen * SLOTS + slot] = fds[(t, st.name)]
                 slots[(t, st.name)] = slot
         return slots
+
+    def _load_stage_object(self, path: str, wanted: set[str]) -> Object:
+        spec = ObjectSpec(path)
+        try:
+            for name, p in spec.programs.items():
+                p.autoload = name in wanted
+            for name, m in spec.maps.items():
+                if name.startswith("emptcp_") and os.path.exists(self.pins.map(name)):
+                    m.reuse(self.pins.map(name))
+            return spec.load()
+        except BaseException:
+            spec.close()
+            raise
 
     def _assign_hook_ids(self, resolved: Resolved, old: dict[str, Any] | None,
                          new_keys: list[bytes]) -> dict[str, int]:
