@@ -46,6 +46,19 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=true (a skip is a failure here): {report.longrepr}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tshark_agrees():
+    """After the session: tshark must find good checksums in every frame scapy passed."""
+    from . import tshark
+    yield
+    if not tshark.FRAMES:
+        return
+    require(tshark.available(), "tshark is not installed (second checksum oracle)")
+    problems = tshark.verify(tshark.FRAMES)
+    assert not problems, f"tshark disagrees with scapy on {len(problems)} of " \
+        f"{len(tshark.FRAMES)} frames:\n" + "\n".join(problems[:20])
+
+
 @pytest.fixture(scope="session")
 def root() -> None:
     require(os.geteuid() == 0, "needs root (CAP_BPF, CAP_NET_ADMIN)")

@@ -7,6 +7,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from emptcp import abi
+
+from .. import tshark
 from emptcp.chain_compiler import HookPolicies, compile_generation
 
 
@@ -46,6 +48,8 @@ def checksums_ok(frame: bytes) -> bool:
         if l3 is IP:
             fresh.chksum = None
         ok &= l3(bytes(fresh))[TCP].chksum == pkt[TCP].chksum
+    if ok and TCP in pkt:
+        tshark.record(frame)  # checked again by tshark at the end of the session
     return bool(ok)
 
 
