@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -173,12 +174,30 @@ def cmd_detach(args: argparse.Namespace) -> int:
 
 def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[], bool],
                 poll_ms: int = 200) -> None:
+    """Decode ring-buffer records, name their hook after the applied configuration,
+    and hand them to ``handle`` until ``stop()`` (checked after every event too)."""
     from .buffers import RingBuffer
-    from .engine import PinRoot
+    from .engine import Engine
     from .events import decode as decode_event
     from .maps import Map
-    path = PinRoot(pin_root).map("emptcp_events")
-    with Map.from_pin(path) as ring, RingBuffer(ring, lambda raw: handle(decode_event(raw))) as rb:
+    engine = Engine(pin_root)
+    names: dict[int, tuple[str, list[str]]] = {}  # hook id -> (hook name, policy names)
+
+    def on_record(raw: bytes) -> int:
+        if stop():
+            return 0  # past --count/--timeout: the rest of this batch is not shown
+        ev = decode_event(raw)
+        if ev.hook_id not in names:  # first sight, or a newer configuration: look again
+            state = engine.state()
+            doc = state[1] if state else {"hook_ids": {}, "resolved": {"hooks": []}}
+            for h in doc["resolved"]["hooks"]:
+                names[doc["hook_ids"][h["name"]]] = (h["name"], [p["name"] for p in h["policies"]])
+        hook, policies = names.get(ev.hook_id, (None, []))
+        policy = policies[ev.policy] if ev.policy < len(policies) else None
+        handle(dataclasses.replace(ev, hook=hook, policy_name=policy))
+        return 0
+    path = engine.pins.map("emptcp_events")
+    with Map.from_pin(path) as ring, RingBuffer(ring, on_record) as rb:
         while not stop():
             rb.poll(poll_ms)
 

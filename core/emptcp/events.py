@@ -128,7 +128,8 @@ class Event:
 
     def as_dict(self) -> dict:
         d: dict[str, Any] = {"type": self.name, "hook_id": self.hook_id, "hook": self.hook,
-                             "policy": self.policy, "stage": self.stage,
+                             "policy": self.policy, "policy_name": self.policy_name,
+                             "stage": self.stage,
                              "phase": "action" if self.phase else "selector"}
         t = self.tuple
         if t is not None:
