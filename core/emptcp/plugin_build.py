@@ -19,8 +19,12 @@ work; so does ``pip wheel ./plugin`` followed by ``pip install plugin.whl``.
 
 Every package found by setuptools that has a ``bpf/`` directory gets each
 ``bpf/NAME.bpf.c`` compiled to ``bpf/NAME.o`` inside the built package
-(``-O2 -g -target bpf -I <emptcp include dir> -I <pkg>/bpf``). A clang error
-fails the build with clang's diagnostics.
+(:func:`emptcp.bpfbuild.bpf_cflags`: ``-O2 -g -Wall -target bpf
+-D__TARGET_ARCH_<arch>``, the Debian multiarch include dir, ``-I <emptcp include
+dir> -I <pkg>/bpf``). A clang error
+fails the build with clang's diagnostics. The sources (``bpf/*.bpf.c``,
+``bpf/*.h``) ship next to the objects, so an installed plugin can be rebuilt
+and preflighted with ``emptcp build <site-packages>/<pkg>/bpf/X.bpf.c -o /tmp/X.o``.
 """
 from __future__ import annotations
 
@@ -81,5 +85,9 @@ def setup_plugin(**kwargs: Any) -> Any:
     cmdclass = dict(kwargs.pop("cmdclass", {}))
     cmdclass.setdefault("build_py", BuildPyWithBpf)
     package_data = dict(kwargs.pop("package_data", {}))
-    package_data.setdefault("*", ["bpf/*.bpf.c", "bpf/*.h"])
+    # "" = every package (setuptools does not read "*" here)
+    package_data[""] = list(package_data.get("", [])) + ["bpf/*.bpf.c", "bpf/*.h"]
+    # package_data alone: include_package_data (pyproject's default) would also
+    # run the manifest check, which warns about the non-package bpf/ directory
+    kwargs.setdefault("include_package_data", False)
     return setup(cmdclass=cmdclass, package_data=package_data, **kwargs)

@@ -1,5 +1,8 @@
 """Hook specifications for emptcp plugins.
 
+Read this on an installed system with ``python -m pydoc emptcp.plugins.hookspec``;
+the plugin guide is docs/plugins.md in the emptcp source tree.
+
 A plugin is a Python distribution that declares an entry point in the group
 ``emptcp``::
 
@@ -35,11 +38,13 @@ if TYPE_CHECKING:
 #: entry-point group and pluggy project name
 PROJECT = "emptcp"
 
-hookspec = pluggy.HookspecMarker(PROJECT)
+#: marks the hook specifications below (emptcp-internal; plugins never need it)
+hookspec_marker = pluggy.HookspecMarker(PROJECT)
+#: marks a plugin's hook implementations: ``from emptcp.plugins import hookimpl``
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
+@hookspec_marker
 def emptcp_stages() -> "list[StageSpec]":
     """Return the selectors and actions this plugin provides.
 
@@ -57,9 +62,16 @@ def emptcp_stages() -> "list[StageSpec]":
         - ``object``: absolute path of the compiled ELF object (usually inside
           the plugin's package: ``os.path.join(os.path.dirname(__file__),
           "bpf", "x.o")``);
-        - ``programs``: program type -> program (function) name in the object,
-          e.g. ``{"xdp": "myact_xdp", "tc": "myact_tc"}``; ``"xdp"`` is needed
-          for the xdp hook and ``"tc"`` for either TC hook;
+        - ``programs``: program type -> program (C function) name in the
+          object, e.g. ``{"xdp": "emptcp_myact_xdp", "tc": "emptcp_myact_tc"}``;
+          ``"xdp"`` (a ``SEC("xdp")`` program) is needed for the xdp hook and
+          ``"tc"`` (``SEC("tc")``) for either TC hook. Convention:
+          ``emptcp_<stage>_xdp`` / ``emptcp_<stage>_tc`` (what
+          ``EMPTCP_SELECTOR(name, fn)`` generates and the built-ins use).
+          libbpf looks programs up by this full ELF name, so it only has to be
+          unique within the object; the kernel keeps just the first 15
+          characters as the program's name (``bpftool prog`` shows
+          ``emptcp_myact_xd``);
         - ``params`` and ``encode``: the typed parameter schema
           (:class:`emptcp.stages.Param`) and the function turning the
           validated parameters into the stage's parameter (an ``int`` 0..63
@@ -77,16 +89,23 @@ def emptcp_stages() -> "list[StageSpec]":
     """
 
 
-@hookspec
+@hookspec_marker
 def emptcp_handle_event(event: "Event") -> Any:
     """Handle one event from the data path.
 
-    Called by the event loop (``emptcp events``, or the daemon side of
-    ``emptcp apply --follow``) for every record a stage submits to the
-    ``emptcp_events`` ring buffer, after decoding it into an
+    Called by ``emptcp run FILE`` -- the daemon: it applies FILE, then stays
+    in the foreground polling the ``emptcp_events`` ring buffer until
+    SIGINT/SIGTERM (``--on-exit keep|detach``, ``--timeout S``) -- for every
+    record a stage submits, after decoding it into an
     :class:`emptcp.events.Event` (``event.name`` is ``"add_subflow"``,
     ``"mptcp_opt"``, ``"log"`` or ``"type N"``; ``event.tuple`` is the
-    connection for the first two).
+    connection for the first two, ``event.payload`` the decoded payload,
+    ``event.raw`` the whole record;
+    ``event.hook`` / ``event.policy_name`` name the hook and policy of the
+    applied configuration). ``emptcp events`` only prints the decoded events
+    (``--json``, ``--count N``, ``--timeout S``); it does not call this hook.
+    Tests call it through
+    :meth:`emptcp.plugins.manager.PluginManager.handle_event`.
 
     Every plugin sees every event: ignore the types you do not know. The hook
     runs in the control-plane process (not in the kernel), may block briefly
@@ -94,12 +113,15 @@ def emptcp_handle_event(event: "Event") -> Any:
     with the plugin's name and the loop goes on with the next plugin.
 
     :param event: the decoded event.
-    :return: anything; non-``None`` results are collected and shown by
-        ``emptcp events -v`` (e.g. ``"subflow 10.0.1.1 -> 10.0.0.2:80 created"``).
+    :return: anything; ``PluginManager.handle_event(event)`` returns the
+        non-``None`` results as ``(plugin, result)`` pairs. ``emptcp run``
+        discards them (log what matters yourself, e.g. with ``logging``;
+        ``emptcp -v run FILE`` shows INFO messages) and logs an exception
+        as ``plugin 'NAME' ...: emptcp_handle_event raised ...``.
     """
 
 
-@hookspec
+@hookspec_marker
 def emptcp_add_commands(subparsers: "argparse._SubParsersAction") -> None:
     """Add sub-commands to the ``emptcp`` command line.
 
@@ -116,7 +138,7 @@ def emptcp_add_commands(subparsers: "argparse._SubParsersAction") -> None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec_marker(firstresult=True)
 def emptcp_stage_object(spec: "StageSpec") -> "str | None":
     """Override where the object of ``spec`` is loaded from.
 
