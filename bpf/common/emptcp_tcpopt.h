@@ -8,14 +8,30 @@
  * options (kind, len) and refuses malformed areas (len < 2, len past the end)
  * instead of guessing.
  *
- * Insert/remove rebuild the whole TCP header in a second buffer, then move
- * the L2/L3 headers (XDP: bpf_xdp_adjust_head; TC: bpf_skb_adjust_room with
- * BPF_ADJ_ROOM_NET) and write the new header, and fix IPv4 tot_len + header
- * checksum / IPv6 payload_len, TCP doff, and the TCP checksum over the header
- * bytes plus the pseudo-header length.  The option area is always padded to
- * a multiple of 4 with NOPs, so the payload moves by a multiple of 4 and its
- * contribution to the checksum is unchanged.  On any failure before the first
- * write the packet is left untouched.
+ * Insert/remove rebuild the whole TCP header in a second buffer and fix IPv4
+ * tot_len + header checksum / IPv6 payload_len, TCP doff, and the TCP
+ * checksum over the header bytes plus the pseudo-header length.  The option
+ * area is always padded to a multiple of 4 with NOPs, so the payload moves by
+ * a multiple of 4 and its contribution to the checksum is unchanged.  On any
+ * failure before the first write the packet is left untouched.
+ *
+ * XDP: the L2/L3 headers move (bpf_xdp_adjust_head); frames carry complete
+ * checksums, fixed with ones'-complement arithmetic.
+ *
+ * TC: the TCP header stays where it is and the bytes after it move instead
+ * (bpf_skb_change_tail + a copy loop).  The TCP header must not move: at TC
+ * egress every locally sent TCP skb is CHECKSUM_PARTIAL, and csum_start and
+ * transport_header (offsets from skb->head) keep pointing at the old TCP
+ * header position -- bpf_skb_adjust_room(BPF_ADJ_ROOM_NET) opens/closes room
+ * by moving the L2/L3 headers and adjusts neither (it treats the room as an
+ * encapsulation header).  The checksum would then be computed from the wrong
+ * offset and stored 16 bytes after it, i.e. into the options (grow) or doff /
+ * flags (shrink).  Checksums are updated with bpf_l4/l3_csum_replace, which
+ * handle CHECKSUM_PARTIAL (header bytes not folded in, pseudo-header length
+ * with BPF_F_PSEUDO_HDR) and CHECKSUM_NONE/COMPLETE alike.  A resize must
+ * keep the frame within the device MTU (bpf_check_mtu), and GSO skbs are
+ * never resized (bpf_skb_change_tail would drop their GSO state): an insert
+ * is refused, a remove overwrites the option with NOPs in place.
  */
 #ifndef EMPTCP_TCPOPT_H
 #define EMPTCP_TCPOPT_H
@@ -101,7 +117,8 @@ struct emptcp_walk {
 	__s32 kind, subtype;	/* option to drop / find; kind -1: none */
 	__s32 found;		/* offset of the first match or -1 */
 	__u32 olen;		/* length of the found option */
-	__u8 keep, err, copy, pad;
+	__u8 keep, err, copy;
+	__u8 nopfill;		/* REMOVE: overwrite matches with NOPs (same length) */
 };
 
 /* The walk state lives at the start of the per-CPU emptcp_scratch value
@@ -148,6 +165,10 @@ static long emptcp_walk_cb(__u32 i, void *unused)
 	if (w->keep) {
 		if (w->copy)
 			w->out[EMPTCP_IDX(w->out_off + w->n)] = w->in[EMPTCP_IDX(w->in_off + i)];
+		w->n++;
+	} else if (w->nopfill) {
+		if (w->copy)
+			w->out[EMPTCP_IDX(w->out_off + w->n)] = TCPOPT_NOP;
 		w->n++;
 	}
 	w->rem--;
@@ -237,7 +258,7 @@ struct emptcp_tcp_rewrite {
 /*
  * Build the new header from the old one.  INSERT appends opt[0..optlen)
  * after the last option (before EOL); REMOVE drops every option matching
- * (kind, subtype).  Returns 0 when there is a change to apply, 1 when there
+ * (kind, subtype) (with w.nopfill: overwrites it with NOPs, same length).  Returns 0 when there is a change to apply, 1 when there
  * is nothing to do (REMOVE found nothing), -1 on error (malformed options,
  * more than 40 bytes).
  */
@@ -270,19 +291,29 @@ static __always_inline int emptcp_tcp_rebuild(struct emptcp_tcp_rewrite *rw, int
 	} else {
 		w->kind = kind;
 		w->subtype = subtype;
+		if (w->nopfill)		/* keep what follows an EOL: same length */
+			__builtin_memcpy(w->out + 20, w->in + 20, EMPTCP_TCP_OPT_MAX);
 		if (emptcp_opts_walk(w) < 0)
 			return -1;
 		if (w->found < 0)
 			return 1;
+		if (w->nopfill)
+			w->n = w->len;
 	}
 	n = w->n;
-	/* pad with NOPs to a multiple of 4 */
-	for (i = 0; i < 3; i++) {
-		if ((n & 3) == 0)
-			break;
+	if (n > EMPTCP_TCP_OPT_MAX)
+		return -1;
+	/* pad with NOPs to a multiple of 4 (straight-line code: clang turns a
+	 * loop into "while (n & 3)", which the verifier cannot bound) */
+	i = (4 - (n & 3)) & 3;
+	asm volatile("" : "+r"(i));
+	if (i > 0)
 		w->out[EMPTCP_IDX(20 + n)] = TCPOPT_NOP;
-		n++;
-	}
+	if (i > 1)
+		w->out[EMPTCP_IDX(21 + n)] = TCPOPT_NOP;
+	if (i > 2)
+		w->out[EMPTCP_IDX(22 + n)] = TCPOPT_NOP;
+	n += i;
 	if (n > EMPTCP_TCP_OPT_MAX)
 		return -1;
 	rw->newlen = 20 + n;
@@ -459,6 +490,62 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 
 /* ------------------------------- TC ------------------------------------ */
 
+#define EMPTCP_TC_MOVE_MAX	4096	/* bytes after the TCP header a resize may move */
+#define EMPTCP_TC_CHUNK		64
+
+/* bpf_loop context of a move: bytes [from, from + len) go to from + delta */
+struct emptcp_tc_move {
+	struct __sk_buff *skb;
+	__u32 from, len;
+	__s32 delta, err;
+};
+
+static long emptcp_tc_move_cb(__u32 i, void *ctx)
+{
+	struct emptcp_tc_move *m = ctx;
+	__u8 buf[EMPTCP_TC_CHUNK];
+	__u32 done = i * EMPTCP_TC_CHUNK, start;
+	__u64 n;	/* 64-bit: no zero-extending copies the verifier loses */
+
+	if (done >= m->len)
+		return 1;
+	n = m->len - done;
+	if (n > EMPTCP_TC_CHUNK)
+		n = EMPTCP_TC_CHUNK;
+	/* growing: back to front (the destination lies after the source);
+	 * shrinking: front to back */
+	start = m->delta > 0 ? m->from + m->len - done - n : m->from + done;
+	/* separate barriers: the verifier must see 1 <= n <= 64 on the
+	 * register passed to the helpers */
+	asm volatile("%0 &= 127" : "+r"(n));
+	if (n > EMPTCP_TC_CHUNK)
+		return 1;
+	asm volatile("" : "+r"(n));
+	if (n < 1)
+		return 1;
+	asm volatile("" : "+r"(n));
+	if (bpf_skb_load_bytes(m->skb, start, buf, n) < 0 ||
+	    bpf_skb_store_bytes(m->skb, start + m->delta, buf, n, 0) < 0) {
+		m->err = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int emptcp_tc_move(struct __sk_buff *skb, __u32 from, __u32 len,
+					  int delta)
+{
+	struct emptcp_tc_move m = { .skb = skb, .from = from, .len = len, .delta = delta };
+
+	if (len == 0)
+		return 0;
+	if (len > EMPTCP_TC_MOVE_MAX)
+		return -1;
+	bpf_loop((EMPTCP_TC_MOVE_MAX + EMPTCP_TC_CHUNK - 1) / EMPTCP_TC_CHUNK,
+		 emptcp_tc_move_cb, &m, 0);
+	return m.err ? -1 : 0;
+}
+
 static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op,
 						   const __u8 *opt, __u32 optlen,
 						   int kind, int subtype)
@@ -468,6 +555,7 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	struct emptcp_tcp_rewrite *rw;
 	struct emptcp_tcp_pkt p;
 	__u64 pre, l3, ol, nl, off;
+	__u32 skblen, tail, move, mtu = 0;
 	__u16 oldlen16, newlen16;
 	int delta, r, v4;
 
@@ -476,10 +564,16 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 		return -1;
 	if (parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
-	/* bpf_skb_adjust_room(NET) opens room right after the *base* L3
-	 * header; IPv4 options would be split, so they are refused here */
+	/* the IPv4 header is assumed to be 20 bytes below */
 	if (p.l3_off != ETH_HLEN)
 		return -1;
+	if (skb->gso_size) {
+		/* GSO: resizing the header would need gso_size, csum_start and
+		 * transport_header to follow, which no helper does safely */
+		if (op == EMPTCP_OP_INSERT)
+			return -1;
+		rw->w.nopfill = 1;
+	}
 	v4 = p.iph != NULL;
 	if (v4) {
 		__u32 tot = bpf_ntohs(p.iph->tot_len);
@@ -526,25 +620,43 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	RW_NEW(rw)[16] = RW_OLD(rw)[16];
 	RW_NEW(rw)[17] = RW_OLD(rw)[17];
 
+	/* everything after the old TCP header (payload, any trailer) moves */
+	skblen = skb->len;
+	tail = pre + ol;
+	if (skblen < tail)
+		return -1;
+	move = skblen - tail;
+	if (delta != 0 && move > EMPTCP_TC_MOVE_MAX)
+		return -1;
 	if (delta > 0) {
-		if (bpf_skb_adjust_room(skb, delta, BPF_ADJ_ROOM_NET, 0) < 0)
+		/* the grown frame must fit the MTU or it is dropped on its way out */
+		if (bpf_check_mtu(skb, 0, &mtu, delta, 0) != BPF_MTU_CHK_RET_SUCCESS)
 			return -1;
+		if (bpf_skb_change_tail(skb, skblen + delta, 0) < 0)
+			return -1;	/* only the (zeroed) new tail changed */
+		if (emptcp_tc_move(skb, tail, move, delta) < 0)
+			return -2;
 		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
 			return -2;
 	} else if (delta < 0) {
-		if (bpf_skb_store_bytes(skb, pre - delta, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
 			return -1;
-		if (bpf_skb_adjust_room(skb, delta, BPF_ADJ_ROOM_NET, 0) < 0)
+		if (emptcp_tc_move(skb, tail, move, delta) < 0)
+			return -2;
+		if (bpf_skb_change_tail(skb, skblen + delta, 0) < 0)
 			return -2;
 	} else {
 		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
 			return -1;
 	}
+	/* header bytes: folded into a full checksum, left out of a partial one
+	 * (the device/skb_checksum_help sums the header later) */
 	off = pre + 16;
 	if (bpf_l4_csum_replace(skb, off, 0, rw->diff, 0) < 0)
 		return -2;
 	if (delta == 0)
 		return 0;
+	/* segment length: part of the pseudo-header, so of both kinds */
 	newlen16 = bpf_htons(bpf_ntohs(oldlen16) + delta);
 	if (bpf_l4_csum_replace(skb, off, bpf_htons(rw->old_seg), bpf_htons(rw->new_seg),
 				BPF_F_PSEUDO_HDR | sizeof(__u16)) < 0)
@@ -564,7 +676,8 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 /*
  * Hook-generic API.  0: packet changed; 1: nothing to do (remove: option not
  * present); -1: refused, packet unchanged (not TCP, malformed options, would
- * exceed 40 bytes, IPv4 options on TC); -2: failed half way (should not
+ * exceed 40 bytes or, on TC, the MTU; IPv4 options, GSO insert or more than
+ * EMPTCP_TC_MOVE_MAX bytes to move on TC); -2: failed half way (should not
  * happen; the caller should drop).  Packet pointers are invalid afterwards.
  */
 #define emptcp_tcp_opt_insert(ctx, opt, optlen) \

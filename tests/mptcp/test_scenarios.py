@@ -73,11 +73,7 @@ def test_rm_add_addr(demo, name):
     assert res.evidence["phases"]["with policy"]["client_delta"].get("MPTcpExtAddAddr", 0) == 0
 
 
-@pytest.mark.parametrize("name", ["no-mptcp-xdp",
-                                  pytest.param("no-mptcp", marks=pytest.mark.xfail(
-                                      reason="rm_mp_capable on TC egress: the stripped SYN is "
-                                      "lost, MPTCP falls back only through SYN-retransmit "
-                                      "blackhole detection (MPCapableSYNTXDrop)", strict=False))])
+@pytest.mark.parametrize("name", ["no-mptcp-xdp", "no-mptcp"])
 def test_rm_mp_capable(demo, name):
     _need_plugin(demo)
     res = _run(demo, name)
