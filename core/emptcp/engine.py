@@ -458,20 +458,38 @@ class Engine:
 
     def _reset_stats(self, old: dict[str, Any] | None, resolved: Resolved,
                      hook_ids: dict[str, int]) -> None:
-        """Zero the counters of hooks whose policies changed (counters are per hook id)."""
-        before = {h["name"]: h["policies"] for h in (old or {}).get("resolved", {}).get("hooks", [])}
-        now = {h["name"]: h for h in resolved.describe()["hooks"]}
-        with self._shared("emptcp_stage_stats", key=int) as stats, \
-                self._shared("emptcp_hook_stats", key=int) as hstats:
-            for name, h in now.items():
-                if before.get(name) == h["policies"]:
-                    continue
-                hid = hook_ids[name]
-                n = max(len(h["policies"]), len(before.get(name) or []))
-                first = stat_index(hid, 0, 0, 0)
-                stats.update_batch_packed(
-                    struct.pack(f"{n * 16}I", *range(first, first + n * 16)),
-                    bytes(STAGE_STAT.size * stats.ncpu * n * 16))
+        """Zero the counters of policies that are new or whose chain changed.
+
+        Counters live per (hook id, policy position, stage). A policy that keeps
+        its name, position and stages keeps counting across applies, even when
+        its parameters change (like ``tc filter change``); anything else at that
+        position starts from zero.
+        """
+        def shape(p: dict[str, Any]) -> tuple[Any, ...]:
+            return (p["name"], tuple(s["use"] for s in p["selectors"]),
+                    tuple(a["use"] for a in p["actions"]))
+        before = {h["name"]: [shape(p) for p in h["policies"]]
+                  for h in (old or {}).get("resolved", {}).get("hooks", [])}
+        zero_rows: list[int] = []
+        new_hooks = []
+        for h in resolved.describe()["hooks"]:
+            hid = hook_ids[h["name"]]
+            was = before.get(h["name"])
+            if was is None:
+                new_hooks.append(hid)
+                was = []
+            now = [shape(p) for p in h["policies"]]
+            for pi in range(max(len(now), len(was))):
+                if pi >= len(now) or pi >= len(was) or now[pi] != was[pi]:
+                    zero_rows.append(stat_index(hid, pi, 0, 0))
+        if not zero_rows and not new_hooks:
+            return
+        with self._shared("emptcp_stage_stats", key=int) as stats:
+            keys = [first + i for first in zero_rows for i in range(16)]
+            stats.update_batch_packed(struct.pack(f"{len(keys)}I", *keys),
+                                      bytes(STAGE_STAT.size * stats.ncpu * len(keys)))
+        with self._shared("emptcp_hook_stats", key=int) as hstats:
+            for hid in new_hooks:
                 hstats[hid] = bytes(HOOK_STAT.size)
 
     def _cleanup_stale(self, doc: dict[str, Any]) -> None:
