@@ -106,11 +106,11 @@ def test_malformed_packets(datapath, kind, hook):
             return
         assert res.retval in VERDICTS[kind]
         try:
-            valid_in = checksums_ok(frame)
+            valid_in = checksums_ok(frame, record=False)
         except Exception:
             valid_in = False
         if valid_in:
-            assert checksums_ok(res.data), (frame.hex(), res.data.hex())
+            assert checksums_ok(res.data, record=False), (frame.hex(), res.data.hex())
 
     check()
     hs = datapath.hook_stats(hook)
