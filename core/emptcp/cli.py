@@ -31,6 +31,18 @@ examples:
 """
 
 
+_PLUGINS: Any = None
+
+
+def plugin_manager() -> Any:
+    """One PluginManager per CLI run: discovering and checking plugins costs milliseconds."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        from .plugins.manager import PluginManager
+        _PLUGINS = PluginManager()
+    return _PLUGINS
+
+
 def _pin_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-root", default=os.environ.get("EMPTCP_PIN_ROOT", DEFAULT_PIN_ROOT),
                    help="bpffs directory holding emptcp's state (default: %(default)s; "
@@ -98,8 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     try:
-        from .plugins.manager import PluginManager
-        for err in PluginManager().add_commands(sub):
+        for err in plugin_manager().add_commands(sub):
             logging.getLogger("emptcp").warning("%s", err)
     except Exception as e:  # a plugin's broken CLI must not break the core's
         logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
@@ -109,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- commands ----------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
     from .api import apply
-    result = apply(args.file, args.pin_root, dry_run=dry_run or args.dry_run)
+    result = apply(args.file, args.pin_root, dry_run=dry_run or args.dry_run,
+                   plugins=plugin_manager())
     if args.json:
         print(json.dumps({"changed": result.changed, "generation": result.generation,
                           "dry_run": dry_run or args.dry_run, "changes": result.summary}))
@@ -167,7 +179,8 @@ def cmd_detach(args: argparse.Namespace) -> int:
     from .api import detach
     if not args.all and not args.interface:
         raise ConfigError("say which interface, or --all")
-    removed = detach(args.interface, args.pin_root, all=args.all)
+    removed = detach(args.interface, args.pin_root, all=args.all,
+                     plugins=None if args.all else plugin_manager())
     print("removed: " + (", ".join(removed) if removed else "nothing (nothing was applied)"))
     return EXIT_OK
 
@@ -222,8 +235,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .api import apply, detach
-    from .plugins.manager import PluginManager
-    plugins = PluginManager()
+    plugins = plugin_manager()
     result = apply(args.file, args.pin_root, plugins=plugins)
     print(f"applied generation {result.generation}" if result.changed else result.summary[0],
           flush=True)

@@ -45,8 +45,8 @@ def _param_text(p) -> str:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins.manager import PluginManager
-    pm = PluginManager()
+    from .cli import plugin_manager
+    pm = plugin_manager()
     infos = pm.plugins()
     if getattr(args, "json", False):
         print(json.dumps([i.as_dict() for i in infos], indent=2, default=str))
