@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from . import builtin_object
+from .chain_compiler import HookPolicies, PolicySpec, StageRef, compile_generation
 from .config import Resolved, ResolvedStage
 from .errors import EmptcpError, NotFoundError
 from .links import Link, attach_tcx, attach_xdp
 from .maps import Map, MapType
 from .objects import Object, ObjectSpec
 from .programs import Program
-from .abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, P_OR, P_REF, POLICY,
+from .abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, POLICY,
                   SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
 from .stages import HOOK_TYPE, StageSpec
 
@@ -394,32 +395,22 @@ class Engine:
 
     def _write_tables(self, gen: int, resolved: Resolved, slots: dict[tuple[str, str], int],
                       hook_ids: dict[str, int]) -> dict[str, list[int]]:
-        """Fill the policy and parameter tables of ``gen``; return the keys written."""
-        policies: list[tuple[int, bytes]] = []
-        params: list[tuple[int, bytes]] = []
-        uid = 0
-        for hook in resolved.hooks.values():
-            t = HOOK_TYPE[hook.type]
-            hid = hook_ids[hook.name]
-            for pi, p in enumerate(hook.policies):
-                uid += 1
-                idx = policy_index(gen, hid, pi)
-                rows = []
-                for phase, stages in ((0, p.selectors), (1, p.actions)):
-                    s_slots, s_params = bytearray(8), bytearray(8)
-                    for si, s in enumerate(stages):
-                        s_slots[si] = slots[(t, s.spec.name)]
-                        s_params[si] = _param_byte(s, phase)
-                        if isinstance(s.encoded, bytes):
-                            params.append((idx * 16 + phase * 8 + si, s.encoded.ljust(64, b"\0")))
-                    rows += [bytes(s_slots), bytes(s_params)]
-                policies.append((idx, POLICY.pack(len(p.selectors), len(p.actions), uid & 0xFFFF,
-                                                  *rows)))
+        """Fill the policy and parameter tables of ``gen`` (encoded by the chain
+        compiler, the one place that knows their bytes); return the keys written."""
+        def ref(s: ResolvedStage) -> StageRef:
+            return StageRef(s.spec.name, s.encoded, s.op)
+        uid = iter(range(1, 1 << 16))
+        hooks = [HookPolicies(hook_ids[h.name], h.type,
+                              [PolicySpec([ref(s) for s in p.selectors],
+                                          [ref(a) for a in p.actions], next(uid))
+                               for p in h.policies])
+                 for h in resolved.hooks.values()]
+        tables = compile_generation(gen, hooks, {(n, t): slot for (t, n), slot in slots.items()})
         with self._shared("emptcp_params", key=int) as m:
-            m.update_batch(params)
+            m.update_batch(tables.params.items())
         with self._shared("emptcp_policies", key=int) as m:
-            m.update_batch(policies)
-        return {"policies": [i for i, _ in policies], "params": [k for k, _ in params]}
+            m.update_batch(tables.policies.items())
+        return {"policies": sorted(tables.policies), "params": sorted(tables.params)}
 
     def _attach(self, resolved: Resolved, entry: Object, attached: list[str]) -> None:
         os.makedirs(self.pins.links, exist_ok=True)
@@ -591,13 +582,6 @@ class Engine:
                 raise EmptcpError(f"could not remove everything under {self.pins.root}: "
                                   f"{', '.join(left) or 'the directory itself'}")
             return removed
-
-
-def _param_byte(s: ResolvedStage, phase: int) -> int:
-    b = P_REF if isinstance(s.encoded, bytes) else int(s.encoded) & 0x3F
-    if phase == 0 and s.op == "or":
-        b |= P_OR
-    return b
 
 
 def diff_summary(old: dict[str, Any] | None, new: Resolved) -> list[str]:
