@@ -28,11 +28,14 @@ def verify(frames: list[bytes]) -> list[str]:
         out = subprocess.run(
             ["tshark", "-n", "-r", pcap, "-o", "tcp.check_checksum:TRUE",
              "-o", "ip.check_checksum:TRUE", "-T", "fields", "-e", "frame.number",
-             "-e", "ip.checksum.status", "-e", "tcp.checksum.status"],
+             "-e", "ip.checksum.status", "-e", "tcp.checksum.status",
+             "-e", "tcp.checksum", "-e", "tcp.checksum_calculated"],
             capture_output=True, text=True, check=True).stdout
     problems = []
     for line in out.splitlines():
-        num, ip_status, tcp_status = (line.split("\t") + ["", "", ""])[:3]
+        num, ip_status, tcp_status, field, calc = (line.split("\t") + [""] * 5)[:5]
+        if tcp_status == "0" and field == "0xffff" and calc == "0x0000":
+            tcp_status = "1"  # the same number in one's complement (RFC 1624)
         # status 1 = good, 0 = bad, 2 = not checked; IPv6 has no header checksum
         if ip_status not in ("", "1") or tcp_status != "1":
             problems.append(f"frame {num} ({frames[int(num) - 1][:64].hex()}...): "

@@ -29,7 +29,16 @@ FIELDS = ["frame.number", "frame.time_relative", "ip.src", "ip.dst", "ipv6.src",
           "tcp.window_size_value", "tcp.checksum.status", "ip.checksum.status",
           "tcp.options.mptcp.subtype", "tcp.options.mptcp.backup.flag",
           "tcp.options.mptcp.addrid", "tcp.options.mptcp.ipv4", "tcp.options.mptcp.echo",
-          "tcp.option_kind", "tcp.option_len"]
+          "tcp.option_kind", "tcp.option_len", "tcp.checksum", "tcp.checksum_calculated"]
+
+
+def tcp_checksum_status(status: int | None, field: int | None, calculated: int | None) -> int | None:
+    """tshark's TCP checksum status, except that 0xffff where 0x0000 was computed is good:
+    the two are the same number in one's complement (RFC 1624), and Linux writes 0xffff
+    for a zero checksum (skb_checksum_help's CSUM_MANGLED_0), emptcp or not."""
+    if status == 0 and field == 0xFFFF and calculated == 0:
+        return 1
+    return status
 
 
 @dataclass
@@ -101,7 +110,9 @@ def decode(pcap: str, display_filter: str = "tcp") -> List[Packet]:
             tcp_flags=one("tcp.flags") or 0, seq=one("tcp.seq_raw") or 0,
             ack=one("tcp.ack_raw") or 0, length=one("tcp.len") or 0,
             window=one("tcp.window_size_value") or 0,
-            tcp_csum_status=one("tcp.checksum.status"), ip_csum_status=one("ip.checksum.status"),
+            tcp_csum_status=tcp_checksum_status(one("tcp.checksum.status"), one("tcp.checksum", 16),
+                                                one("tcp.checksum_calculated", 16)),
+            ip_csum_status=one("ip.checksum.status"),
             mptcp_subtypes=_ints(d["tcp.options.mptcp.subtype"]),
             mptcp_backup=_ints(d["tcp.options.mptcp.backup.flag"]),
             mptcp_addr_ids=_ints(d["tcp.options.mptcp.addrid"]),
