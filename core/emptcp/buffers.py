@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .fdobject import Closable
 from .libbpf import check, check_ptr, ffi, lib
 from .maps import Map
 
@@ -47,25 +48,13 @@ def emptcp_py_perf_lost(ctx, cpu, cnt):
             self._error = e
 
 
-class _Consumer:
+class _Consumer(Closable):
     _error: BaseException | None = None
 
     def _raise_pending(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class RingBuffer(_Consumer):

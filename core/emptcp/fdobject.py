@@ -8,12 +8,31 @@ from typing import Any, TypeVar
 from .errors import error_from_errno
 from .libbpf import check, lib
 
-__all__ = ["FdObject"]
+__all__ = ["Closable", "FdObject"]
 
-T = TypeVar("T", bound="FdObject")
+T = TypeVar("T", bound="Closable")
 
 
-class FdObject:
+class Closable:
+    """``close()`` on leaving a ``with`` block and when garbage-collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class FdObject(Closable):
     _fd: int = -1
     _owned: bool = True
     _kind = "object"
@@ -43,15 +62,3 @@ class FdObject:
         if self._fd >= 0 and self._owned:
             os.close(self._fd)
         self._fd = -1
-
-    def __enter__(self: T) -> T:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import (BpfError, MapCompatibilityError, ObjectFileError, VerifierError,
                      error_from_errno)
+from .fdobject import Closable
 from .info import map_info
 from .libbpf import capture_log, check, ffi, lib
 from .maps import Map
@@ -131,7 +132,7 @@ class ProgramSpec:
         return f"<ProgramSpec {self.name!r} section={self.section!r} type={self.type}>"
 
 
-class ObjectSpec:
+class ObjectSpec(Closable):
     """An opened (parsed, not loaded) BPF object file."""
 
     def __init__(self, path: str, *, name: str | None = None) -> None:
@@ -203,20 +204,8 @@ class ObjectSpec:
             lib.bpf_object__close(self._ptr)
             self._ptr = None
 
-    def __enter__(self) -> "ObjectSpec":
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class Object:
+class Object(Closable):
     """A loaded object. Its programs and maps are views whose fds close with it."""
 
     def __init__(self, spec: ObjectSpec) -> None:
@@ -250,17 +239,6 @@ class Object:
             lib.bpf_object__close(self._ptr)
             self._ptr = None
 
-    def __enter__(self) -> "Object":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<Object {self.path} programs={list(self.programs)} maps={list(self.maps)}>"
