@@ -357,6 +357,32 @@ static __always_inline int emptcp_tcp_hdr_diff(struct emptcp_tcp_rewrite *rw)
 	return 0;
 }
 
+/* Rebuild the header and its checksum difference, then hand back the new
+ * header length with bounds the verifier can see (20..60).  Returns what
+ * emptcp_tcp_rebuild returns (0 change, 1 nothing to do, <0 refused). */
+static __always_inline int emptcp_tcp_rebuild_bounded(struct emptcp_tcp_rewrite *rw, int op,
+						      const __u8 *opt, __u32 optlen,
+						      int kind, int subtype, __u64 *newlen)
+{
+	__u64 nl;
+	int r;
+
+	r = emptcp_tcp_rebuild(rw, op, opt, optlen, kind, subtype);
+	if (r != 0)
+		return r;
+	if (emptcp_tcp_hdr_diff(rw) < 0)
+		return -1;
+	nl = rw->newlen;
+	asm volatile("%0 &= 63" : "+r"(nl));
+	if (nl > 60)
+		return -1;
+	asm volatile("" : "+r"(nl));
+	if (nl < 20)
+		return -1;
+	*newlen = nl;
+	return 0;
+}
+
 /* the complete new TCP checksum (XDP: packets carry full checksums) */
 static __always_inline __u16 emptcp_tcp_new_check(struct emptcp_tcp_rewrite *rw)
 {
@@ -444,18 +470,9 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	rw->oldlen = ol;
 	if (bpf_xdp_load_bytes(ctx, pre, RW_OLD(rw), ol) < 0)
 		return -1;
-	r = emptcp_tcp_rebuild(rw, op, opt, optlen, kind, subtype);
+	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
 		return r;
-	if (emptcp_tcp_hdr_diff(rw) < 0)
-		return -1;
-	nl = rw->newlen;
-	asm volatile("%0 &= 63" : "+r"(nl));
-	if (nl > 60)
-		return -1;
-	asm volatile("" : "+r"(nl));
-	if (nl < 20)
-		return -1;
 	delta = (int)nl - (int)ol;
 	rw->new_seg = rw->old_seg + delta;
 	check = emptcp_tcp_new_check(rw);
@@ -602,18 +619,9 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	rw->oldlen = ol;
 	if (bpf_skb_load_bytes(skb, pre, RW_OLD(rw), ol) < 0)
 		return -1;
-	r = emptcp_tcp_rebuild(rw, op, opt, optlen, kind, subtype);
+	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
 		return r;
-	if (emptcp_tcp_hdr_diff(rw) < 0)
-		return -1;
-	nl = rw->newlen;
-	asm volatile("%0 &= 63" : "+r"(nl));
-	if (nl > 60)
-		return -1;
-	asm volatile("" : "+r"(nl));
-	if (nl < 20)
-		return -1;
 	delta = (int)nl - (int)ol;
 	rw->new_seg = rw->old_seg + delta;
 	/* keep the old checksum in the new header; the csum helpers fix it */
