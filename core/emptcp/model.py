@@ -100,6 +100,19 @@ def _assign(stage: Stage, value: tuple[Any, ...], params: dict[str, Any]) -> Non
 _FIRST_PARAM = "_"
 
 
+def _toml_value(v: Any) -> str:
+    """One TOML value on one line (inline tables and arrays)."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else tomli_w.dumps({k: 0}).split("=")[0].strip()
+
+
 def _named(stage: Stage) -> dict[str, Any]:
     if _FIRST_PARAM not in stage.params:
         return dict(stage.params)
@@ -176,7 +189,23 @@ class Config:
         return out
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.to_dict())
+        """The configuration as a TOML file, in the style of the documentation:
+        named hook tables, then one ``[[policy]]`` table per policy with its
+        selectors and actions as lists of inline tables."""
+        d = self.to_dict()
+        policies = d.pop("policy")
+        parts = [tomli_w.dumps(d)] if d else []
+        for p in policies:
+            lines = ["[[policy]]"]
+            for key in ("name", "hook", "priority"):
+                lines.append(f"{key} = {_toml_value(p[key])}")
+            for key in ("selectors", "actions"):
+                if p[key]:
+                    lines.append(f"{key} = [")
+                    lines += [f"  {_toml_value(stage)}," for stage in p[key]]
+                    lines.append("]")
+            parts.append("\n".join(lines) + "\n")
+        return "\n".join(parts)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and self.to_dict() == other.to_dict()
