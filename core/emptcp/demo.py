@@ -270,6 +270,108 @@ def _recv_win(res: Result) -> None:
         res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_sent')} bytes")
 
 
+def _recv_win_delay(res: Result, tcp: bool = False, window_bytes: int = 128 * 1024,
+                    delay_ms: float = 20.0, rate: str = "60mbit") -> None:
+    """Upload over ONE path with a userspace delay line (RTT ~2 x ``delay_ms``), shaped to
+    ``rate``, offloads off.  A veth path has microsecond RTTs (flows are CPU-bound, never
+    window-limited) and Linux MPTCP shares one window per connection, so proportionality
+    is shown on a single-path connection (MPTCP, or plain TCP with ``tcp``): the server's
+    ACKs advertise a window of ``window_bytes`` (raw field = bytes >> the receiver's
+    wscale), then half of it.  Window-limited, the sender's rate is ~window / RTT, so it
+    must halve."""
+    from .rig import PathSpec
+    with _rig(paths=[PathSpec(rate=rate, offload=False, delay_ms=delay_ms)]) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
+        path = rig.paths[0]
+        pol = Policy(rig.server, tmp, "recv-win-delay")
+        cap = rig.server.capture(path.server_if, "tcp", snaplen=96)
+        flows = (lambda side: side.ss()) if tcp else (lambda side: side.subflows())
+
+        def conn(side):
+            for e in flows(side):
+                if e.info.get("wscale"):
+                    return e
+            return None
+
+        def rate_of(seconds: float) -> Dict[str, float]:
+            b0 = path.bytes()
+            time.sleep(seconds)
+            b1 = path.bytes()
+            return {k: round((b1[k] - b0[k]) * 8 / seconds / 1e6, 2)
+                    for k in ("client_tx", "server_rx")}
+        try:
+            srv = rig.start_server(tcp=tcp)
+            cli = rig.start_client(srv.port, duration=7.0, timeout=20, tcp=tcp)
+            time.sleep(1.0)
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            phases: Dict[str, Any] = {"no policy": {"mbit_per_s": rate_of(1.0)}}
+            e = conn(rig.client)
+            if e is None:
+                raise RuntimeError("no connection in ss on the client")
+            wscale = int(e.info["wscale"].split(",")[0])   # the sender's snd_wscale
+            rtt_ms = float(e.info.get("rtt", "0/0").split("/")[0])
+            raw = max(2, window_bytes >> wscale)
+            cap.start()
+            for name, w in (("window W", raw), ("window W/2", raw // 2)):
+                pol.apply("recv-win-delay", rig, window=w)
+                time.sleep(0.6)            # in-flight data of the previous phase drains
+                r = rate_of(1.5)
+                e = conn(rig.client)
+                phases[name] = {"raw_window": w, "window_bytes": w << wscale, "mbit_per_s": r,
+                                "client_snd_wnd": int(e.info.get("snd_wnd", 0)) if e else None,
+                                "client_rtt_ms": float(e.info.get("rtt", "0/0").split("/")[0])
+                                if e else None}
+                prtt = phases[name]["client_rtt_ms"]
+                phases[name]["window_over_rtt_mbit_per_s"] = (
+                    round((w << wscale) * 8 / (prtt / 1e3) / 1e6, 2) if prtt else None)
+            cap.stop()
+            n1c, n1s = rig.client.nstat(), rig.server.nstat()
+            counters = pol.counters()
+        finally:
+            pol.detach()
+        rep = cli.result(20)
+        pkts = cap.packets("tcp")
+        bad = [p.number for p in pkts if p.tcp_csum_status == 0 or p.ip_csum_status == 0]
+        acks = [p for p in pkts if p.dst == path.client_addr and not p.tcp_flags & 0x2]
+        w1, w2 = phases["window W"], phases["window W/2"]
+        ratio = (w1["mbit_per_s"]["client_tx"] / w2["mbit_per_s"]["client_tx"]
+                 if w2["mbit_per_s"]["client_tx"] else float("inf"))
+        free = phases["no policy"]["mbit_per_s"]["client_tx"]
+        res.evidence.update(
+            protocol="tcp" if tcp else "mptcp", delay_ms_each_way=delay_ms, rate=rate,
+            rtt_ms=rtt_ms, wscale=wscale, phases=phases, ratio_W_over_half=round(ratio, 3),
+            client_delta=_delta(n0c, n1c), server_delta=_delta(n0s, n1s),
+            stage_counters=counters,
+            capture={"packets": len(pkts), "bad_checksums": len(bad),
+                     "server_windows": sorted({p.window for p in acks})[:8]},
+            transfer={"intact": rep.get("intact"), "bytes": rep.get("bytes_sent"),
+                      "is_mptcp": (rep.get("mptcp") or {}).get("is_mptcp")})
+        res.check(30 < rtt_ms < 60, f"delay line: RTT ~{2 * delay_ms:.0f} ms", f"{rtt_ms} ms")
+        res.check(w1["client_snd_wnd"] == w1["window_bytes"]
+                  and w2["client_snd_wnd"] == w2["window_bytes"],
+                  "the sender's snd_wnd is the clamped window (raw << wscale)",
+                  f"{w1['client_snd_wnd']}, {w2['client_snd_wnd']}")
+        res.check(w1["mbit_per_s"]["client_tx"] < 0.8 * free,
+                  "window W is below the unclamped rate (window-limited regime)",
+                  f"{w1['mbit_per_s']['client_tx']} < 0.8 x {free} Mbit/s")
+        res.check(1.6 <= ratio <= 2.5, "halving the window halves the sender's throughput",
+                  f"{w1['mbit_per_s']['client_tx']} / {w2['mbit_per_s']['client_tx']} Mbit/s"
+                  f" = {ratio:.2f}")
+        res.check({p.window for p in acks} >= {raw, raw // 2},
+                  f"tshark: server ACKs advertise raw windows {raw} then {raw // 2}",
+                  f"{len(acks)} ACKs, windows {sorted({p.window for p in acks})[:8]}")
+        csum = (n1s.get("TcpInCsumErrors", 0) - n0s.get("TcpInCsumErrors", 0)
+                + n1c.get("TcpInCsumErrors", 0) - n0c.get("TcpInCsumErrors", 0))
+        res.check(csum == 0, "kernel validated every checksum (offloads off): TcpInCsumErrors +0",
+                  csum)
+        res.check(len(pkts) > 0 and not bad, "tshark: all captured checksums good",
+                  f"{len(pkts)} packets, {len(bad)} bad")
+        if not tcp:
+            res.check(bool(res.evidence["transfer"]["is_mptcp"]), "the connection is MPTCP",
+                      res.evidence["transfer"]["is_mptcp"])
+        res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_sent')} bytes")
+
+
 def _rm_add_addr(res: Result, builtin: bool) -> None:
     """Server announces server_addr1 (signal endpoint). Connection 1 without the policy
     (control), connection 2 with it."""
@@ -535,6 +637,9 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in [
              lambda r: _backup(r, True)),
     Scenario("recv-win", "set_recv_win (TC egress, server) on path 1, then on every path: "
              "windows on the wire, checksums valid, sender slows", _recv_win, needs_plugin=False),
+    Scenario("recv-win-delay", "set_recv_win W then W/2 on a 40 ms-RTT path (userspace "
+             "delay line): the window-limited sender's throughput halves, checksums valid",
+             _recv_win_delay, needs_plugin=False),
     Scenario("rm-add-addr", "rm_add_addr (XDP, client): the server's ADD_ADDR never arrives",
              lambda r: _rm_add_addr(r, False)),
     Scenario("rm-add-addr-tc", "tcp_opt_del kind=30 subtype=3 (TC egress, server): the same "

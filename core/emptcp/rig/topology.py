@@ -17,6 +17,7 @@ from . import stats as _stats
 from .capture import Capture
 
 TRAFFIC_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
+DELAY_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "delay.py")
 CORE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3,
@@ -42,13 +43,17 @@ class PathSpec:
     downloads are limited) with ``qdisc`` "tbf" or "htb"; ``offload=False`` runs
     ``ethtool -K dev tx off rx off`` on both ends (the kernel then validates TCP checksums);
     ``backup`` makes the client's subflow endpoint on this path a backup endpoint;
-    ``endpoint=False`` adds no MPTCP endpoint on this path."""
+    ``endpoint=False`` adds no MPTCP endpoint on this path; ``delay_ms`` puts a "middle"
+    namespace on the path whose userspace delay line (:mod:`emptcp.rig.delay`, AF_PACKET,
+    no netem needed) forwards every frame ``delay_ms`` later in each direction (RTT =
+    2 x delay_ms); use it with ``offload=False`` and low rates (< ~30 Mbit/s)."""
     rate: Optional[Union[str, int]] = None
     qdisc: str = "tbf"
     offload: bool = True
     backup: bool = False
     endpoint: bool = True
     mtu: Optional[int] = None
+    delay_ms: Optional[float] = None
 
 
 class Side:
@@ -239,6 +244,8 @@ class Rig:
         self._captures: List[Capture] = []
         self._created_ns: List[str] = []
         self._next_port = 5000
+        self.middles: Dict[int, Side] = {}       # path index -> middle namespace (delay_ms)
+        self.delay_procs: Dict[int, subprocess.Popen] = {}
         self.up = False
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -266,8 +273,11 @@ class Rig:
             p = Path(i, spec, cif, sif, f"10.{b}.{i}.1", f"10.{b}.{i}.2", rig=self)
             if self.ipv6:
                 p.client_addr6, p.server_addr6 = f"fd00:{b}:{i}::1", f"fd00:{b}:{i}::2"
-            self.client.run(["ip", "link", "add", cif, "type", "veth", "peer", "name", sif,
-                             "netns", self.server.path])
+            if spec.delay_ms:
+                self._delay_line(i, cif, sif, spec.delay_ms)
+            else:
+                self.client.run(["ip", "link", "add", cif, "type", "veth", "peer", "name", sif,
+                                 "netns", self.server.path])
             for side, dev, a4, a6 in ((self.client, cif, p.client_addr, p.client_addr6),
                                       (self.server, sif, p.server_addr, p.server_addr6)):
                 if spec.mtu:
@@ -285,6 +295,31 @@ class Rig:
         self.wait_ready()
         self.up = True
         return self
+
+    def _delay_line(self, i: int, cif: str, sif: str, delay_ms: float) -> None:
+        """client cif <-> mc (middle ns) ~delay~ ms (middle ns) <-> server sif."""
+        mid = Side(self, f"middle{i}", f"{self.name}-m{i}")
+        subprocess.run(["ip", "netns", "add", mid.ns], check=True, capture_output=True, text=True)
+        self._created_ns.append(mid.ns)
+        self.middles[i] = mid
+        mid.run(["ip", "link", "set", "lo", "up"])
+        mc, ms = f"{self.tag}m{i}c", f"{self.tag}m{i}s"
+        self.client.run(["ip", "link", "add", cif, "type", "veth", "peer", "name", mc,
+                         "netns", mid.path])
+        self.server.run(["ip", "link", "add", sif, "type", "veth", "peer", "name", ms,
+                         "netns", mid.path])
+        for dev in (mc, ms):
+            mid.run(["sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=False)
+            mid.run(["ethtool", "-K", dev, "tx", "off", "rx", "off"])
+            mid.run(["ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off"], check=False)
+            mid.run(["ip", "link", "set", dev, "up"])
+        proc = mid.popen([sys.executable, DELAY_SCRIPT, "--a", mc, "--b", ms,
+                          "--delay-ms", str(delay_ms)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        if not line or not json.loads(line).get("ready"):
+            raise RuntimeError(f"delay line on path {i} did not start: {proc.stderr.read()}")
+        self.delay_procs[i] = proc
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Ping every path (v4, and v6 if configured) from the client until it answers:
@@ -365,6 +400,8 @@ class Rig:
             except Exception as e:
                 errors.append(e)
         self._created_ns.clear()
+        self.middles.clear()
+        self.delay_procs.clear()
         self.up = False
 
     def _track(self, proc: subprocess.Popen) -> subprocess.Popen:
