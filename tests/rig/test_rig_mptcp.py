@@ -26,9 +26,11 @@ def test_two_path_transfer_uses_both_paths():
         assert sfs and len(sfs) == 2, rig.client.out("ss -tinM")
         assert {s.local for s in sfs} == {rig.paths[0].client_addr, rig.paths[1].client_addr}
         assert sum(s.is_join for s in sfs) == 1
-        time.sleep(0.5)
+        # run until both paths carried a few MiB (a busy CI machine may need longer than 0.5 s)
+        _wait(lambda: all(a["client_tx"] - b["client_tx"] > 4 << 20
+                          for a, b in zip(rig.path_bytes(), b0)), timeout=8)
         rep = cli.stop()
-        assert rep["intact"] and rep["bytes_sent"] > 10 << 20
+        assert rep["intact"] and rep["bytes_sent"] > 4 << 20
         assert rep["mptcp"]["is_mptcp"] and not rep["mptcp"]["fallback"]
         assert rep["mptcp"]["subflows"] == 1  # additional subflows (excl. initial)
         dc = nstat_delta(c0, rig.client.nstat(), "MPTcpExt")
