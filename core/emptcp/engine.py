@@ -33,6 +33,7 @@ from .links import Link, attach_tcx, attach_xdp
 from .maps import Map, MapType
 from .objects import Object, ObjectSpec
 from .programs import Program
+from .rcu import wait_grace_period
 from .abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, POLICY,
                   SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
 from .stages import HOOK_TYPE, StageSpec
@@ -45,8 +46,10 @@ ENTRY_PROGRAM = {"xdp": "emptcp_xdp_entry", "tc-ingress": "emptcp_tc_ingress_ent
                  "tc-egress": "emptcp_tc_egress_entry"}
 PROG_ARRAY = {"xdp": "emptcp_xdp_progs", "tc": "emptcp_tc_progs"}
 SLOTS = SLOTS_PER_GEN
-#: a retired generation is reused only after this long: every packet that
-#: snapshotted it finished its chain long before (a chain runs in microseconds)
+#: a generation deactivated longer ago than this has certainly seen an RCU grace
+#: period (they take milliseconds); a more recent one is retired by waiting for one
+SETTLED_S = 1.0
+#: fallback when the kernel cannot wait for a grace period (no membarrier)
 GRACE_S = 0.05
 _META_CHUNK = 4096
 stat_index = stage_stat_index
@@ -264,13 +267,14 @@ class Engine:
         if current is None:
             return 0
         gen = (current[0] + 1) % MAX_GEN
-        # the generation we overwrite stopped being active when its successor
-        # was flipped in; wait out the grace period if that was very recent
+        # the generation we overwrite stopped being active when its successor was
+        # flipped in; packets that snapshotted it run inside RCU read-side sections,
+        # so one grace period after that flip none of them is left
         successor = read_meta(self.pins.gen((gen + 1) % MAX_GEN))
         if successor and successor.get("committed"):
-            wait = successor.get("applied_at", 0) + GRACE_S - time.time()
-            if wait > 0:
-                time.sleep(wait)
+            since = time.time() - successor.get("applied_at", 0)
+            if since < SETTLED_S and not wait_grace_period() and since < GRACE_S:
+                time.sleep(GRACE_S - since)
         return gen
 
     def _clear_generation(self, gen: int) -> None:
