@@ -111,7 +111,8 @@ def test_userspace_pm_subflow_create():
             assert sub["saddr4"] == p1.client_addr and sub["token"] == ev["token"]
             sfs = _wait(lambda: len(rig.client.subflows(srv.port)) == 2 and rig.client.subflows(srv.port))
             assert sfs, rig.client.out("ss -tinM")
-            time.sleep(0.3)
+            # until the new subflow carried 1 MiB (slower with checksums in software)
+            _wait(lambda: p1.bytes()["client_tx"] - b0["client_tx"] > 1 << 20, timeout=8)
             rep = cli.stop()
         assert rep["intact"] and rep["mptcp"]["subflows"] == 1
         assert nstat_delta(s0, rig.server.nstat()).get("MPTcpExtMPJoinSynRx") == 1

@@ -95,7 +95,7 @@ def test_enter_keeps_root_sysfs_and_sees_namespace_links():
 
 
 def test_offload_off_is_applied():
-    with Rig([PathSpec(), PathSpec(offload=False)]) as rig:
+    with Rig([PathSpec(offload=True), PathSpec()]) as rig:  # off is the default
         for side, dev, want in ((rig.client, rig.paths[1].client_if, "off"),
                                 (rig.server, rig.paths[1].server_if, "off"),
                                 (rig.client, rig.paths[0].client_if, "on")):

@@ -56,19 +56,49 @@ def find_token(req: SubflowRequest, ns: str | None = None) -> int | None:
     return None
 
 
-def open_subflow(event, ns: str | None = None) -> str:
+def ifindex_of(addr: str) -> int | None:
+    """The interface that holds ``addr`` in this network namespace. A subflow bound to
+    it leaves through its own path; left to routing, a source address of path 1
+    toward a server address of path 0 would leave through path 0."""
+    import json
+    import subprocess
+    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True).stdout
+    for link in json.loads(out or "[]"):
+        if any(a.get("local") == addr for a in link.get("addr_info", [])):
+            return link.get("ifindex")
+    return None
+
+
+def open_subflow(event, ns: str | None = None, patience: float = 2.0) -> str:
+    """Ask the userspace path manager for the subflow the event names.
+
+    The event fires on one of the connection's first packets, when the kernel may
+    not list the connection yet or may refuse a subflow until the connection is
+    fully established (ENOTCONN); both are retried for up to ``patience`` seconds.
+    """
+    import errno
+    import time
     req = request_of(event)
     if req is None:
         return "add_subflow: event without connection tuple/extension, ignored"
-    token = find_token(req, ns)
     conn = f"{req.conn_local}:{req.conn_lport} <-> {req.conn_remote}:{req.conn_rport}"
-    if token is None:
-        return f"add_subflow: no MPTCP connection {conn} found (ss -M)"
     from emptcp.rig.pm import MptcpPM
-    with MptcpPM(ns) as pm:
-        pm.subflow_create(token, req.local_addr, req.remote_addr, req.remote_port)
-    return (f"add_subflow: subflow {req.local_addr} -> {req.remote_addr}:{req.remote_port} "
-            f"requested for {conn} (token {token:08x})")
+    deadline = time.monotonic() + patience
+    while True:
+        token = find_token(req, ns)
+        if token is not None:
+            try:
+                with MptcpPM(ns) as pm:
+                    pm.subflow_create(token, req.local_addr, req.remote_addr, req.remote_port,
+                                      ifindex=ifindex_of(req.local_addr))
+                return (f"add_subflow: subflow {req.local_addr} -> {req.remote_addr}:"
+                        f"{req.remote_port} requested for {conn} (token {token:08x})")
+            except OSError as e:
+                if e.errno not in (errno.ENOTCONN, errno.EINVAL) or time.monotonic() > deadline:
+                    raise
+        elif time.monotonic() > deadline:
+            return f"add_subflow: no MPTCP connection {conn} found (ss -M)"
+        time.sleep(0.02)
 
 
 def add_commands(subparsers) -> None:
