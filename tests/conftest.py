@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -35,6 +36,13 @@ def pytest_collection_modifyitems(config, items):
         parts = item.nodeid.split("/")
         if len(parts) > 2 and parts[0] == "tests" and parts[1] in LIVE_TRAFFIC_DIRS:
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
+
+
+def pytest_runtest_logreport(report):
+    """A failure that gets retried still leaves its reason in the log (tail of it)."""
+    if report.outcome == "rerun":
+        sys.__stderr__.write(f"\n[retried] {report.nodeid} failed first:\n"
+                             f"{report.longreprtext[-2500:]}\n")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -439,7 +439,10 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
         finally:
             pol.detach()
         cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
-        info = lambda r: {k: r.get("mptcp", {}).get(k) for k in ("is_mptcp", "fallback", "subflows")}
+        info = lambda r: {k: (r.get("mptcp") or {}).get(k) for k in ("is_mptcp", "fallback", "subflows")}
+        # enough of each transfer's own report to tell a failed connection from bad bytes
+        brief = lambda r: {k: r.get(k) for k in ("intact", "bytes_sent", "bytes_received", "error")}
+        res.evidence.update(legacy_transfer=brief(r1), other_transfer=brief(r2))
         res.evidence.update(legacy_port=legacy.port, other_port=other.port, client_delta=cd,
                             server_delta=sd, legacy_conn=info(r1), other_conn=info(r2),
                             ss_mptcp_ports=sorted(p for p in mp_sockets if p),

@@ -42,7 +42,7 @@ def _need_plugin(demo):
 def _assert_ok(res):
     failed = [c for c in res.checks if not c["ok"]]
     assert res.error is None, res.error
-    assert not failed, failed
+    assert not failed, (failed, res.evidence)
     assert res.runtime < 30
 
 
