@@ -28,13 +28,12 @@ def require(condition: bool, reason: str) -> None:
 #: tests that move real traffic between namespaces on a shared 2-vCPU machine:
 #: scheduling noise can starve one run, so each gets one more try (it must pass
 #: then; a rerun is reported in the summary, never silent)
-LIVE_TRAFFIC_DIRS = ("rig", "mptcp", "cli")
+LIVE_TRAFFIC = ("tests/rig/", "tests/mptcp/", "tests/cli/", "tests/datapath/test_tc_live.py")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        parts = item.nodeid.split("/")
-        if len(parts) > 2 and parts[0] == "tests" and parts[1] in LIVE_TRAFFIC_DIRS:
+        if item.nodeid.startswith(LIVE_TRAFFIC):
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
 
 

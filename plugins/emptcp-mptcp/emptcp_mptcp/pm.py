@@ -45,13 +45,18 @@ def request_of(event) -> SubflowRequest | None:
 
 
 def find_token(req: SubflowRequest, ns: str | None = None) -> int | None:
-    """Token of the MPTCP connection (local, lport) <-> (remote, rport), from ``ss -M``."""
+    """Token of the MPTCP connection (local, lport) <-> (remote, rport), from ``ss -M``,
+    once its first subflow is fully established (ss flag ``e``): a subflow created
+    before that was seen reset by the peer on kernel 6.18 (MPTcpExtDSSNotMatching)."""
     from emptcp.rig.stats import ss
-    for e in ss(ns, "-M"):
+    entries = ss(ns, "-M")
+    conn = (req.conn_local, req.conn_lport, req.conn_remote, req.conn_rport)
+    settled = any(e.is_subflow and "e" in e.sf_flags and (e.local, e.lport, e.remote, e.rport)
+                  == conn for e in entries)
+    for e in entries:
         if e.netid != "mptcp" or not e.token:
             continue
-        if (e.local, e.lport, e.remote, e.rport) == (req.conn_local, req.conn_lport,
-                                                     req.conn_remote, req.conn_rport):
+        if (e.local, e.lport, e.remote, e.rport) == conn and settled:
             return int(e.token, 16)
     return None
 
