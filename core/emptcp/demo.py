@@ -200,6 +200,17 @@ def _backup(res: Result, xdp: bool) -> None:
         res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_received')} bytes")
 
 
+def _check_checksums(res: Result, client: tuple[dict, dict], server: tuple[dict, dict],
+                     pkts: list, bad: list) -> None:
+    """Both oracles: the kernels (offloads off, so they validate) and tshark's capture."""
+    csum = sum(after.get("TcpInCsumErrors", 0) - before.get("TcpInCsumErrors", 0)
+               for before, after in (client, server))
+    res.check(csum == 0, "kernel validated every checksum (offloads off): TcpInCsumErrors +0",
+              csum)
+    res.check(len(pkts) > 0 and not bad, "tshark: all captured checksums good",
+              f"{len(pkts)} packets, {len(bad)} bad")
+
+
 def _recv_win(res: Result) -> None:
     """Upload over two 200 Mbit/s paths, offloads off (the kernel validates checksums).
     Phase 1: the server's path-1 ACKs advertise window ${window}; phase 2: every path does.
@@ -256,12 +267,7 @@ def _recv_win(res: Result) -> None:
         res.check(bool(acks) and {p.window for p in acks} == {w},
                   f"tshark: every server ACK on path 1 advertises window {w}",
                   f"{len(acks)} ACKs, windows {sorted({p.window for p in acks})[:8]}")
-        csum = (n1s.get("TcpInCsumErrors", 0) - n0s.get("TcpInCsumErrors", 0)
-                + n1c.get("TcpInCsumErrors", 0) - n0c.get("TcpInCsumErrors", 0))
-        res.check(csum == 0, "kernel validated every checksum (offloads off): TcpInCsumErrors +0",
-                  csum)
-        res.check(len(pkts) > 0 and not bad, "tshark: all captured checksums good",
-                  f"{len(pkts)} packets, {len(bad)} bad")
+        _check_checksums(res, (n0c, n1c), (n0s, n1s), pkts, bad)
         res.check(shared > 0, "path-1 clamp: the sender overrides a per-subflow window with "
                   "the connection's (MPTcpExtSndWndShared)", f"+{shared}")
         t0, t2 = sum(rate["no policy"]), sum(rate["every path"])
@@ -360,12 +366,7 @@ def _recv_win_delay(res: Result, tcp: bool = False, window_bytes: int = 128 * 10
         res.check({p.window for p in acks} >= {raw, raw // 2},
                   f"tshark: server ACKs advertise raw windows {raw} then {raw // 2}",
                   f"{len(acks)} ACKs, windows {sorted({p.window for p in acks})[:8]}")
-        csum = (n1s.get("TcpInCsumErrors", 0) - n0s.get("TcpInCsumErrors", 0)
-                + n1c.get("TcpInCsumErrors", 0) - n0c.get("TcpInCsumErrors", 0))
-        res.check(csum == 0, "kernel validated every checksum (offloads off): TcpInCsumErrors +0",
-                  csum)
-        res.check(len(pkts) > 0 and not bad, "tshark: all captured checksums good",
-                  f"{len(pkts)} packets, {len(bad)} bad")
+        _check_checksums(res, (n0c, n1c), (n0s, n1s), pkts, bad)
         if not tcp:
             res.check(bool(res.evidence["transfer"]["is_mptcp"]), "the connection is MPTCP",
                       res.evidence["transfer"]["is_mptcp"])

@@ -13,23 +13,11 @@ sender's rate (client tx bytes on the path) must halve: ratio in 1.6..2.5.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 
-from tests.conftest import require
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo(root):
-    for tool in ("ip", "tc", "ss", "nstat", "ethtool", "tcpdump", "tshark", "nsenter"):
-        require(shutil.which(tool) is not None, f"{tool} is not installed")
-    require(os.path.exists("/proc/sys/net/mptcp/enabled"), "kernel without MPTCP")
-    from emptcp import demo as d
-    return d
 
 
 @pytest.mark.parametrize("proto", ["mptcp", "tcp"])

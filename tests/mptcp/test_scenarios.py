@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 
 from tests.conftest import require
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo(root):
-    for tool in ("ip", "tc", "ss", "nstat", "ethtool", "tcpdump", "tshark", "nsenter"):
-        require(shutil.which(tool) is not None, f"{tool} is not installed")
-    require(os.path.exists("/proc/sys/net/mptcp/enabled"), "kernel without MPTCP")
-    from emptcp import demo as d
-    return d
 
 
 def _run(demo, name):
