@@ -25,6 +25,7 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel
+rm -rf build  # setuptools reuses ./build/lib: a module moved since the last install would linger
 .venv/bin/pip install -q ".[test]"
 for plugin in plugins/*/; do
     [ -f "$plugin/pyproject.toml" ] && .venv/bin/pip install -q "$plugin"

@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class BuildPyWithBpf(build_py):
     def run(self) -> None:
         super().run()
-        bpfbuild = runpy.run_path(os.path.join(HERE, "core", "emptcp", "bpfbuild.py"))
+        bpfbuild = runpy.run_path(os.path.join(HERE, "core", "emptcp", "build", "compile.py"))
         targets = [os.path.join(self.build_lib, "emptcp", "data")]
         if getattr(self, "editable_mode", False):
             targets = [os.path.join(HERE, "core", "emptcp", "data")]
@@ -25,6 +25,6 @@ class BuildPyWithBpf(build_py):
 
 
 setup(
-    cffi_modules=["core/emptcp/_libbpf_build.py:ffibuilder"],
+    cffi_modules=["core/emptcp/bpf/_libbpf_build.py:ffibuilder"],
     cmdclass={"build_py": BuildPyWithBpf},
 )

@@ -17,7 +17,7 @@ BPF_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "bench
 def bench_object_path(ctx: Context) -> str:
     """bench/bpf/bench.bpf.c compiled (once per run) into the run's temp dir."""
     if "bench.o" not in ctx.cache:
-        from emptcp.bpfbuild import compile_bpf
+        from emptcp.build.compile import compile_bpf
         ctx.cache["bench.o"] = compile_bpf(BPF_SRC, os.path.join(ctx.tmpdir, "bench.o"))
     return ctx.cache["bench.o"]
 

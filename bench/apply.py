@@ -126,7 +126,7 @@ def _check_emptcp(ns: _Ns, root: str, n: int, gen: int) -> dict[str, Any]:
 def _entries(root: str, gen: int) -> dict[str, Any]:
     """The active generation's table entries, raw, as emptcp wrote them."""
     from emptcp.abi import MAX_HOOKS, MAX_POLICIES, SLOTS_PER_GEN, policy_index
-    from emptcp.maps import Map
+    from emptcp.bpf.maps import Map
     maps = os.path.join(root, "maps")
     lo = policy_index(gen, 0, 0)
     hi = lo + MAX_HOOKS * MAX_POLICIES
@@ -266,7 +266,7 @@ class _Shell:
         if len(net["xdp"]) != n_xdp or len(net["tc"]) != n_tc:
             raise AssertionError(f"baseline: attachments {net}")
         for name in ("policies",):
-            from emptcp.maps import Map
+            from emptcp.bpf.maps import Map
             with Map.from_pin(os.path.join(self.maps, f"emptcp_{name}")) as m:
                 for k, v in e[name]:
                     if m[k] != v:
@@ -300,7 +300,7 @@ def _changed_param(a: dict[str, Any], b: dict[str, Any]) -> tuple[bytes, bytes]:
 @benchmark("apply")
 def apply_latency(ctx: Context) -> list[Result]:
     from emptcp import api
-    from emptcp.rig.netns import enter
+    from emptcp.netns import enter
     sizes = ctx.pick([1, 10, 100], [1, 10])
     rounds = ctx.pick(3, 1)
     ns = _Ns()

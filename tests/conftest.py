@@ -77,7 +77,7 @@ def root() -> None:
 @pytest.fixture(scope="session")
 def compile_objects(tmp_path_factory):
     """``compile_objects(dir)`` builds every ``*.bpf.c`` of a test dir; returns name -> path."""
-    from emptcp.bpfbuild import compile_bpf, object_name
+    from emptcp.build.compile import compile_bpf, object_name
     require(shutil.which("clang") is not None, "clang is not installed")
     out = tmp_path_factory.mktemp("bpf")
     cache: dict[str, dict[str, str]] = {}

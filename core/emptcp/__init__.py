@@ -1,8 +1,10 @@
 """emptcp: policy chains of small eBPF programs on XDP and TC hooks.
 
-The bindings (``ObjectSpec``, ``Object``, ``Program``, ``Map``, ``Link``...) wrap
-the system libbpf through cffi; the chain engine, configuration, plugins and CLI
-build on them.
+Layers (docs/architecture.md): ``emptcp.bpf`` binds the system libbpf through cffi
+(``ObjectSpec``, ``Object``, ``Program``, ``Map``, ``Link``... re-exported here);
+``emptcp.chain`` is the pure chain model, configuration and compiler;
+``emptcp.runtime`` writes generations and applies them; ``emptcp.plugins``,
+``emptcp.cli`` and ``emptcp.mptcp`` build on those; ``emptcp.rig`` is the test rig.
 """
 from __future__ import annotations
 
@@ -28,11 +30,31 @@ def builtin_object(name: str) -> str:
     return os.path.join(object_dir(), f"{name}.o")
 
 
-from .errors import *  # noqa: E402,F401,F403
-from .objects import Object, ObjectSpec, MapSpec, ProgramSpec, load_object  # noqa: E402,F401
-from .maps import Map, MapType, BPF_ANY, BPF_EXIST, BPF_NOEXIST  # noqa: E402,F401
-from .programs import Program, ProgType, TestRunResult, XdpAction, TcAction  # noqa: E402,F401
-from .links import Link, attach_xdp, attach_tcx, xdp_attach, xdp_detach, xdp_query  # noqa: E402,F401
-from .tc import TcHook  # noqa: E402,F401
-from .buffers import RingBuffer, PerfBuffer  # noqa: E402,F401
-from .pinning import ObjectDescription, PinPolicy, MapPin, load  # noqa: E402,F401
+from .errors import *  # noqa: E402,F401,F403  (pure Python, cheap)
+
+#: public names of the bindings (emptcp.bpf), imported on first use so that a
+#: command such as ``emptcp --help`` does not load libbpf through cffi
+_BINDINGS = {
+    "objects": ("Object", "ObjectSpec", "MapSpec", "ProgramSpec", "load_object"),
+    "maps": ("Map", "MapType", "BPF_ANY", "BPF_EXIST", "BPF_NOEXIST"),
+    "programs": ("Program", "ProgType", "TestRunResult", "XdpAction", "TcAction"),
+    "links": ("Link", "attach_xdp", "attach_tcx", "xdp_attach", "xdp_detach", "xdp_query"),
+    "tc": ("TcHook",),
+    "buffers": ("RingBuffer", "PerfBuffer"),
+    "pinning": ("ObjectDescription", "PinPolicy", "MapPin", "load"),
+}
+_WHERE = {name: mod for mod, names in _BINDINGS.items() for name in names}
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'emptcp' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".bpf.{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_WHERE))

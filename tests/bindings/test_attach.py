@@ -3,7 +3,7 @@ import os
 import subprocess
 
 from emptcp import Link, ObjectSpec, TcHook, attach_tcx, attach_xdp, xdp_query
-from emptcp.rig.netns import enter
+from emptcp.netns import enter
 
 
 def ping(ns: str, addr: str, count: int = 3) -> None:

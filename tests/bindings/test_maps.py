@@ -7,7 +7,7 @@ import pytest
 
 from emptcp import BPF_NOEXIST, KeyNotFoundError, Map, MapKeyError, ObjectSpec
 from emptcp.errors import BpfError
-from emptcp.libbpf import num_possible_cpus
+from emptcp.bpf.libbpf import num_possible_cpus
 
 
 class Pair(ctypes.Structure):

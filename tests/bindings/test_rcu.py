@@ -1,7 +1,7 @@
 """Retiring a generation waits for an RCU grace period (membarrier GLOBAL)."""
 import time
 
-from emptcp.rcu import wait_grace_period
+from emptcp.runtime.rcu import wait_grace_period
 
 from ..conftest import require
 

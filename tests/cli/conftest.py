@@ -123,13 +123,13 @@ class Host:
         return sorted(out)
 
     def ifindex(self, dev: str) -> int:
-        from emptcp.rig.netns import enter
+        from emptcp.netns import enter
         with enter(self.ns):
             return socket.if_nametoindex(dev)
 
     def attachments(self) -> dict[str, Any]:
         """XDP / cls_bpf programs (bpftool net) and TCX program counts in namespace A."""
-        from emptcp.rig.netns import enter
+        from emptcp.netns import enter
         net = json.loads(nsrun(self.ns, "bpftool", "-j", "net").stdout)[0]
         tcx = {}
         with enter(self.ns):
@@ -237,7 +237,7 @@ def tcp_exchange(server_ns: str, client_ns: str, addr: str, port: int, payload: 
                  timeout: float = 3.0) -> bool:
     """One TCP connection client -> server:port; the client sends ``payload`` bytes and the
     server echoes them. True when all bytes came back, False when the connect timed out."""
-    from emptcp.rig.netns import enter
+    from emptcp.netns import enter
     with enter(server_ns):
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,10 +11,10 @@ import pytest
 
 from emptcp import api
 from emptcp.abi import MAX_HOOKS, MAX_POLICIES, SLOTS_PER_GEN, policy_index
-from emptcp.config import parse_text
-from emptcp.maps import Map
+from emptcp.chain.config import parse_text
+from emptcp.bpf.maps import Map
 from emptcp.model import AND, OR, ActionChain, Config, PolicyChain, SelectorChain
-from emptcp.rig.netns import enter
+from emptcp.netns import enter
 
 from .conftest import EXAMPLES, Host
 
@@ -149,7 +149,7 @@ def test_positional_parameter_round_trips() -> None:
     cfg.add(pc, name="p", hook="in")
     back, _ = parse_text(cfg.to_toml(), "<positional>")
     assert back == cfg
-    from emptcp.config import resolve
+    from emptcp.chain.config import resolve
     r1 = resolve(cfg, api.stages(), check_interfaces=False)
     r2 = resolve(back, api.stages(), check_interfaces=False)
     assert r1.describe() == r2.describe()

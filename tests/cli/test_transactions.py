@@ -223,7 +223,7 @@ def test_reapply_same_file_changes_nothing(host: Host, configs: dict[str, str]) 
 KILL_AT = """
 import os, signal, sys
 from emptcp.api import load
-from emptcp.engine import Engine
+from emptcp.runtime.engine import Engine
 step, path, root = sys.argv[1:4]
 def progress(s):
     if s == step:

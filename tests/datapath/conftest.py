@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BPF = os.path.join(REPO, "bpf")
 
 from emptcp import abi  # noqa: E402
-from emptcp.datapath import Datapath  # noqa: E402
+from emptcp.runtime.datapath import Datapath  # noqa: E402
 
 from ..conftest import require  # noqa: E402
 

@@ -9,7 +9,7 @@ from scapy.packet import Raw
 from emptcp import abi
 
 from .. import tshark
-from emptcp.chain_compiler import HookPolicies, compile_generation
+from emptcp.chain.compiler import HookPolicies, compile_generation
 
 
 def tcp4(src="10.0.0.2", dst="10.0.0.1", sport=40000, dport=80, options=(), payload=b"hello",

@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from emptcp import abi
-from emptcp.objects import ObjectSpec
+from emptcp.bpf.objects import ObjectSpec
 
 from .conftest import BPF
 

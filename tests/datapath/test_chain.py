@@ -5,7 +5,7 @@ import pytest
 from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 
-from emptcp.chain_compiler import (HookPolicies, PolicySpec, StageRef, encode_ip_pair,
+from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, encode_ip_pair,
                                    encode_service, encode_set_recv_win, encode_tcp4tuple,
                                    encode_tcp2tuple)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from emptcp import abi
-from emptcp.chain_compiler import (HookPolicies, PolicySpec, StageRef, compile_generation,
+from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, compile_generation,
                                    encode_ip_pair, encode_mptcp_subtype, encode_service,
                                    encode_set_recv_win, encode_tcp2tuple, encode_tcp_opt_add)
 

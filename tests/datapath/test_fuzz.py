@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emptcp.chain_compiler import (HookPolicies, PolicySpec, StageRef, encode_ip_pair,
+from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, encode_ip_pair,
                                    encode_redirect, encode_service, encode_set_recv_win,
                                    encode_tcp2tuple, encode_tcp4tuple, encode_tcp_opt_add,
                                    encode_tcp_opt_del)

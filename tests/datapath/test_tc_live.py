@@ -38,7 +38,7 @@ def live(root):
     for tool in ("ip", "tc", "nstat", "ethtool", "tcpdump", "tshark", "nsenter"):
         require(shutil.which(tool) is not None, f"{tool} is not installed")
     require(os.path.exists("/proc/sys/net/mptcp/enabled"), "kernel without MPTCP")
-    from emptcp.demo import plugin_installed
+    from emptcp.cli.demo import plugin_installed
     require(plugin_installed(), "emptcp-mptcp plugin not installed (pip install plugins/emptcp-mptcp)")
 
 

@@ -6,7 +6,7 @@ import pytest
 from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 
-from emptcp.chain_compiler import (HookPolicies, PolicySpec, StageRef, encode_set_recv_win,
+from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, encode_set_recv_win,
                                    encode_tcp_opt_add, encode_tcp_opt_del)
 
 from .conftest import HOOK_TC_EG, HOOK_TC_IN, HOOK_XDP

@@ -3,8 +3,8 @@ between rig namespaces (two veth paths), checked by the kernel's own evidence
 (nstat MPTcpExt*, ss -M flags, interface byte counters, tshark) and emptcp's
 per-stage counters. Each scenario must finish in < 30 s.
 
-The scenarios (policy templates in core/emptcp/scenarios/, = examples/mptcp/) and their
-checks live in emptcp.demo so `emptcp demo NAME` and these tests prove the same thing.
+The scenarios (policy templates in core/emptcp/cli/scenarios/, = examples/mptcp/) and their
+checks live in emptcp.cli.demo so `emptcp demo NAME` and these tests prove the same thing.
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_demo_cli_default_and_list(demo):
 
 def test_templates_render_to_valid_config(demo):
     """Every shipped template renders and validates (names only, no kernel)."""
-    from emptcp.config import parse_text
+    from emptcp.chain.config import parse_text
     from emptcp.rig.topology import Path, PathSpec
 
     class FakeRig:

@@ -156,7 +156,7 @@ def test_rm_mp_capable_only_syn_unless_all_packets(h):
 # ---- add_subflow / record: events -----------------------------------------
 def drain(h):
     from emptcp import RingBuffer
-    from emptcp.events import decode
+    from emptcp.runtime.events import decode
     got = []
     with RingBuffer(h.events, lambda raw: got.append(decode(raw))) as rb:
         rb.consume()

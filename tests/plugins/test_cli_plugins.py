@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from emptcp import cli_plugins
+from emptcp.cli.main import main as cli_main
 
 from ..conftest import require
 
@@ -39,7 +39,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 def run(*argv):
-    return cli_plugins.main(list(argv))
+    return cli_main(list(argv))
 
 
 def test_plugins_json(capsys):

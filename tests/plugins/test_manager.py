@@ -7,7 +7,7 @@ import pytest
 
 import emptcp
 from emptcp.errors import PluginError
-from emptcp.events import EV_ADD_SUBFLOW, Tuple, decode, encode
+from emptcp.runtime.events import EV_ADD_SUBFLOW, Tuple, decode, encode
 from emptcp.plugins import hookimpl
 from emptcp.plugins.manager import PluginManager
 from emptcp.stages import ABI_VERSION, HOOKS, StageSpec

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from emptcp import cli_plugins
+from emptcp.cli import plugin_commands as cli_plugins
+from emptcp.cli.main import main as cli_main
 
 from ..conftest import require
 
@@ -51,7 +52,7 @@ def scaffold(tmp_path):
     require(shutil.which("clang") is not None, "clang is not installed")
     from emptcp.plugin_build import compile_package_bpf
     dest = tmp_path / "somewhere" / "docz-plugin"
-    assert cli_plugins.main(["new-plugin", "docz", "--dir", str(dest)]) == 0
+    assert cli_main(["new-plugin", "docz", "--dir", str(dest)]) == 0
     pkg = dest / "emptcp_docz"
     compile_package_bpf(str(pkg), str(pkg))
     sys.path.insert(0, str(dest))
@@ -63,7 +64,7 @@ def scaffold(tmp_path):
 
 
 def test_scaffold_readme_policy_is_valid(scaffold):
-    from emptcp.config import parse_text, resolve
+    from emptcp.chain.config import parse_text, resolve
     from emptcp.plugins.manager import PluginManager
     dest, module = scaffold
     readme = (dest / "README.md").read_text()

@@ -2,7 +2,7 @@
 
 Objects live in :func:`emptcp.object_dir` (``<name>.o``, programs
 ``emptcp_<name>_xdp`` / ``emptcp_<name>_tc``). Parameter blobs follow
-bpf/common/emptcp_params.h and are produced by ``emptcp.chain_compiler``'s
+bpf/common/emptcp_params.h and are produced by ``emptcp.chain.compiler``'s
 encoders, which the adapters below call with the validated parameters.
 """
 from __future__ import annotations
@@ -12,16 +12,16 @@ from typing import Any, Callable
 
 from .. import object_dir
 from ..errors import ConfigError
-from ..stages import HOOKS, Param, StageSpec
+from ..chain.stages import HOOKS, Param, StageSpec
 from .hookspec import hookimpl
 
 
 # Adapters from the validated TOML/Python parameters (a dict) to the
-# data-path's encoders in emptcp.chain_compiler, the one place that knows the
+# data-path's encoders in emptcp.chain.compiler, the one place that knows the
 # blob layouts of bpf/common/emptcp_params.h.
 
 def _cc():
-    from .. import chain_compiler
+    from ..chain import compiler as chain_compiler
     return chain_compiler
 
 

@@ -32,8 +32,8 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
-    from ..events import Event
-    from ..stages import StageSpec
+    from ..runtime.events import Event
+    from ..chain.stages import StageSpec
 
 #: entry-point group and pluggy project name
 PROJECT = "emptcp"
@@ -97,7 +97,7 @@ def emptcp_handle_event(event: "Event") -> Any:
     in the foreground polling the ``emptcp_events`` ring buffer until
     SIGINT/SIGTERM (``--on-exit keep|detach``, ``--timeout S``) -- for every
     record a stage submits, after decoding it into an
-    :class:`emptcp.events.Event` (``event.name`` is ``"add_subflow"``,
+    :class:`emptcp.runtime.events.Event` (``event.name`` is ``"add_subflow"``,
     ``"mptcp_opt"``, ``"log"`` or ``"type N"``; ``event.tuple`` is the
     connection for the first two, ``event.payload`` the decoded payload,
     ``event.raw`` the whole record;

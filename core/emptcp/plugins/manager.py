@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from ..errors import EmptcpError, PluginError
-from ..stages import ABI_VERSION, HOOK_TYPE, StageSpec
+from ..chain.stages import ABI_VERSION, HOOK_TYPE, StageSpec
 from . import hookspec as _hookspec_module  # noqa: F401
 from .hookspec import PROJECT
 import importlib
@@ -56,7 +56,7 @@ class PluginInfo:
 
 
 def stage_dict(s: StageSpec) -> dict[str, Any]:
-    from ..stages import REQUIRED
+    from ..chain.stages import REQUIRED
     return {"name": s.name, "kind": s.kind, "hooks": list(s.hooks), "object": s.object,
             "programs": dict(s.programs), "terminal": s.terminal,
             "description": s.description, "abi_version": s.abi_version,
@@ -90,7 +90,7 @@ def validate_stage(spec: Any, *, open_object: bool = True) -> list[str]:
     if not spec.object or not os.path.isfile(spec.object):
         return [f"{where}: object file {spec.object} does not exist (was the plugin built? "
                 f"reinstall it: pip install --no-build-isolation <plugin>)"]
-    from ..objects import ObjectSpec
+    from ..bpf.objects import ObjectSpec
     try:
         with ObjectSpec(spec.object) as obj:
             for ptype in needed:

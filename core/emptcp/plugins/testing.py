@@ -10,7 +10,7 @@
 
 The harness loads the installed entry object, the built-in stages you name
 (``builtins=``, default ``("drop", "pass", "count")``) and your specs' objects
-around one set of shared maps (emptcp.datapath), the way ``emptcp apply``
+around one set of shared maps (emptcp.runtime.datapath), the way ``emptcp apply``
 does, minus pinning and attaching: the entry programs are registered for the
 loopback device (ifindex 1, where ``BPF_PROG_TEST_RUN`` runs packets) on all
 three hook kinds. Needs root.
@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import builtin_object
-from ..stages import HOOK_TYPE, StageSpec, validate_params
+from ..chain.stages import HOOK_TYPE, StageSpec, validate_params
 
 __all__ = ["ChainHarness"]
 
@@ -42,8 +42,8 @@ class ChainHarness:
     """
 
     def __init__(self, specs: Iterable[StageSpec] = (), builtins: Iterable[str] = ("drop", "pass", "count")) -> None:
-        from ..chain_compiler import HookPolicies  # noqa: F401  (fail early if missing)
-        from ..datapath import Datapath
+        from ..chain.compiler import HookPolicies  # noqa: F401  (fail early if missing)
+        from ..runtime.datapath import Datapath
         from .builtin import builtin_specs
         self.dp = Datapath(builtin_object("entry"))
         known = {s.name: s for s in builtin_specs() if s.name in set(builtins)}
@@ -64,7 +64,7 @@ class ChainHarness:
         self._policies: dict[str, list[Any]] = {k: [] for k in HOOK_IDS}
 
     def _ref(self, item: tuple[str, dict[str, Any]] | str, op: str = "and"):
-        from ..chain_compiler import StageRef
+        from ..chain.compiler import StageRef
         name, params = (item, {}) if isinstance(item, str) else (item[0], item[1])
         if len(item) == 3 and not isinstance(item, str):
             op = item[2]
@@ -81,7 +81,7 @@ class ChainHarness:
         Parameters are validated and encoded like TOML ones (a
         :class:`emptcp.errors.ConfigError` on bad values). Policies of one
         hook are tried in the order they were added."""
-        from ..chain_compiler import HookPolicies, PolicySpec, compile_generation
+        from ..chain.compiler import HookPolicies, PolicySpec, compile_generation
         self._policies[kind].append(PolicySpec([self._ref(s) for s in selectors],
                                                [self._ref(a) for a in actions],
                                                uid=len(self._policies[kind]) + 1))
@@ -91,7 +91,7 @@ class ChainHarness:
 
     def clear(self) -> None:
         """Remove every policy of every hook and zero all hook and stage counters."""
-        from ..chain_compiler import compile_generation
+        from ..chain.compiler import compile_generation
         self._policies = {k: [] for k in HOOK_IDS}
         self.dp.write_tables(compile_generation(0, [], self.slots))
         self.dp.clear_stats()

@@ -54,7 +54,7 @@ Throughput: single-flow veth throughput on this 2-vCPU machine swings from ~70 M
 
 Userspace PM (pm_type=1): ``ip mptcp`` of iproute2 6.1 has only endpoint/limits/monitor,
   no ``subflow``/``announce``; pyroute2 0.9.7 genl "mptcp" knows cmds 1..7 only.
-  :mod:`emptcp.rig.pm` speaks genl "mptcp_pm" (version 1, groups "mptcp_pm_cmds",
+  :mod:`emptcp.mptcp.pm` speaks genl "mptcp_pm" (version 1, groups "mptcp_pm_cmds",
   "mptcp_pm_events") itself: SUBFLOW_CREATE(10) with TOKEN(4,u32), ADDR(1,nested: FAMILY u16,
   ID u8, ADDR4 be32, [IF_IDX s32], [FLAGS u32]) and ADDR_REMOTE(6,nested: FAMILY, ADDR4,
   PORT u16 host order).  Proven by tests/rig/test_rig.py::test_userspace_pm_subflow_create.
@@ -67,11 +67,11 @@ MPTCP_INFO (getsockopt(SOL_MPTCP=284, MPTCP_INFO=1)): u8 subflows (additional, e
 
 tshark 4.0 preference names: ``tcp.check_checksum``, ``ip.check_checksum`` (default FALSE).
 """
-from .netns import enter, run, out, popen, ifindex, sysctl, ns_path
+from ..netns import enter, run, out, popen, ifindex, sysctl, ns_path
 from .topology import Rig, PathSpec, Path, Side, TrafficServer, TrafficClient, cleanup_stale, parse_rate
-from .stats import ss, subflows, link_stats, nstat, nstat_delta, SsEntry
+from ..mptcp.stats import ss, subflows, link_stats, nstat, nstat_delta, SsEntry
 from .capture import Capture, Packet, decode, MPTCP_SUBTYPES
-from .pm import MptcpPM, NetlinkError
+from ..mptcp.pm import MptcpPM, NetlinkError
 
 __all__ = ["Rig", "PathSpec", "Path", "Side", "TrafficServer", "TrafficClient", "cleanup_stale",
            "parse_rate", "enter", "run", "out", "popen", "ifindex", "sysctl", "ns_path",

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .netns import popen
+from ..netns import popen
 
 # RFC 8684 subtypes
 MPTCP_SUBTYPES = {0: "MP_CAPABLE", 1: "MP_JOIN", 2: "DSS", 3: "ADD_ADDR", 4: "REMOVE_ADDR",

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import netns as _ns
-from . import stats as _stats
+from .. import netns as _ns
+from ..mptcp import stats as _stats
 from .capture import Capture
 
 TRAFFIC_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")

@@ -1,6 +1,6 @@
 """User-space side of ``add_subflow``: from the event to a netlink SUBFLOW_CREATE.
 
-The event (emptcp.events.Event, type add_subflow) carries the connection's
+The event (emptcp.runtime.events.Event, type add_subflow) carries the connection's
 tuple and, after it, this plugin's extension::
 
     family:u8 pad:u8 remote_port:be16 local[16]
@@ -17,7 +17,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from emptcp.events import HDR_SIZE, TUPLE_SIZE
+from emptcp.runtime.events import HDR_SIZE, TUPLE_SIZE
 
 _EXT = struct.Struct("=BB2s16s")
 
@@ -48,7 +48,7 @@ def find_token(req: SubflowRequest, ns: str | None = None) -> int | None:
     """Token of the MPTCP connection (local, lport) <-> (remote, rport), from ``ss -M``,
     once its first subflow is fully established (ss flag ``e``): a subflow created
     before that was seen reset by the peer on kernel 6.18 (MPTcpExtDSSNotMatching)."""
-    from emptcp.rig.stats import ss
+    from emptcp.mptcp.stats import ss
     entries = ss(ns, "-M")
     conn = (req.conn_local, req.conn_lport, req.conn_remote, req.conn_rport)
     settled = any(e.is_subflow and "e" in e.sf_flags and (e.local, e.lport, e.remote, e.rport)
@@ -87,7 +87,7 @@ def open_subflow(event, ns: str | None = None, patience: float = 2.0) -> str:
     if req is None:
         return "add_subflow: event without connection tuple/extension, ignored"
     conn = f"{req.conn_local}:{req.conn_lport} <-> {req.conn_remote}:{req.conn_rport}"
-    from emptcp.rig.pm import MptcpPM
+    from emptcp.mptcp.pm import MptcpPM
     deadline = time.monotonic() + patience
     while True:
         token = find_token(req, ns)
@@ -114,7 +114,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("remote_port", type=int)
 
     def run(args) -> int:
-        from emptcp.rig.pm import MptcpPM
+        from emptcp.mptcp.pm import MptcpPM
         try:
             with MptcpPM() as pm:
                 pm.subflow_create(int(args.token, 16), args.local_addr, args.remote_addr,

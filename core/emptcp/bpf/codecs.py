@@ -12,7 +12,7 @@ import struct
 import sys
 from typing import Any, Protocol
 
-from .errors import MapKeyError
+from ..errors import MapKeyError
 
 __all__ = ["Codec", "make_codec"]
 

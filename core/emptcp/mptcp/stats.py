@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .netns import out
+from ..netns import out
 
 _ENDPOINT = re.compile(r"^\[?(?P<addr>[^\]%]*?)(?:%(?P<dev>[^\]:]+))?\]?:(?P<port>\d+|\*)$")
 

@@ -1,6 +1,6 @@
 """Low-level access to the compiled cffi module: ``ffi``, ``lib`` and error checking.
 
-libbpf's own messages are routed into the ``emptcp.libbpf`` logger
+libbpf's own messages are routed into the ``emptcp.bpf.libbpf`` logger
 (warn → WARNING, info → INFO, debug → DEBUG). While :func:`capture_log` is
 active on a thread, messages are also collected, so loaders can attach them to
 the exception they raise.
@@ -14,12 +14,12 @@ import threading
 from typing import Iterator
 
 from ._libbpf import ffi, lib  # type: ignore[import-not-found]
-from .errors import error_from_errno
+from ..errors import error_from_errno
 
 __all__ = ["ffi", "lib", "check", "check_ptr", "strerror", "num_possible_cpus", "capture_log",
            "version"]
 
-log = logging.getLogger("emptcp.libbpf")
+log = logging.getLogger("emptcp.bpf.libbpf")
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 _capture = threading.local()
 

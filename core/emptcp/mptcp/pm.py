@@ -31,7 +31,7 @@ import socket
 import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from .netns import enter
+from ..netns import enter
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10

@@ -33,7 +33,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ConfigError, PluginError
+from ..errors import ConfigError, PluginError
 from .model import AND, OR, Config, Hook, Policy, Stage, _FIRST_PARAM
 from .stages import HOOKS, StageSpec, validate_params
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, TypeVar
 
-from .errors import error_from_errno
+from ..errors import error_from_errno
 from .libbpf import check, lib
 
 __all__ = ["Closable", "FdObject"]

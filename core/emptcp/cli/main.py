@@ -11,9 +11,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import __version__
-from .engine import DEFAULT_PIN_ROOT
-from .errors import ConfigError, EmptcpError, PluginError
+from . import plugin_commands
+from .. import __version__
+from ..runtime.engine import DEFAULT_PIN_ROOT
+from ..errors import ConfigError, EmptcpError, PluginError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -22,8 +23,8 @@ exit codes: 0 success; 1 kernel/runtime error (verifier, permissions, I/O);
             2 bad input (configuration, arguments, plugin refused)
 
 examples:
-  emptcp apply examples/backup-path.toml     apply a policy file (transactional)
-  emptcp plan examples/backup-path.toml      show what would change, verify, touch nothing
+  emptcp apply examples/web-window.toml      apply a policy file (transactional)
+  emptcp plan examples/web-window.toml       show what would change, verify, touch nothing
   emptcp status --json                       hooks, policies, per-stage counters
   emptcp events --json                       stream data-path events
   emptcp detach --all                        remove everything emptcp attached and pinned
@@ -31,16 +32,10 @@ examples:
 """
 
 
-_PLUGINS: Any = None
-
-
 def plugin_manager() -> Any:
     """One PluginManager per CLI run: discovering and checking plugins costs milliseconds."""
-    global _PLUGINS
-    if _PLUGINS is None:
-        from .plugins.manager import PluginManager
-        _PLUGINS = PluginManager()
-    return _PLUGINS
+    from ..plugins.manager import get_plugin_manager
+    return get_plugin_manager()
 
 
 def _pin_root(p: argparse.ArgumentParser) -> None:
@@ -104,11 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list scenarios")
     p.add_argument("--json", action="store_true")
 
-    try:
-        from . import cli_plugins
-        cli_plugins.add_parsers(sub)
-    except ImportError:
-        pass
+    plugin_commands.add_parsers(sub)
     try:
         for err in plugin_manager().add_commands(sub):
             logging.getLogger("emptcp").warning("%s", err)
@@ -119,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- commands ----------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
-    from .api import apply
+    from ..runtime.api import apply
     result = apply(args.file, args.pin_root, dry_run=dry_run or args.dry_run,
                    plugins=plugin_manager())
     if args.json:
@@ -140,7 +131,7 @@ def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .api import status
+    from ..runtime.api import status
     st = status(args.pin_root)
     if args.json:
         print(json.dumps(st, indent=2))
@@ -176,7 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
-    from .api import detach
+    from ..runtime.api import detach
     if not args.all and not args.interface:
         raise ConfigError("say which interface, or --all")
     removed = detach(args.interface, args.pin_root, all=args.all,
@@ -189,10 +180,10 @@ def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[],
                 poll_ms: int = 200) -> None:
     """Decode ring-buffer records, name their hook after the applied configuration,
     and hand them to ``handle`` until ``stop()`` (checked after every event too)."""
-    from .buffers import RingBuffer
-    from .engine import Engine
-    from .events import decode as decode_event
-    from .maps import Map
+    from ..bpf.buffers import RingBuffer
+    from ..runtime.engine import Engine
+    from ..runtime.events import decode as decode_event
+    from ..bpf.maps import Map
     engine = Engine(pin_root)
     names: dict[int, tuple[str, list[str]]] = {}  # hook id -> (hook name, policy names)
 
@@ -234,7 +225,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .api import apply, detach
+    from ..runtime.api import apply, detach
     plugins = plugin_manager()
     result = apply(args.file, args.pin_root, plugins=plugins)
     print(f"applied generation {result.generation}" if result.changed else result.summary[0],
@@ -285,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="emptcp: %(levelname)s: %(message)s")
     if args.verbose < 2:
-        logging.getLogger("emptcp.libbpf").setLevel(logging.ERROR)
-    from .libbpf import sync_print_level
+        logging.getLogger("emptcp.bpf.libbpf").setLevel(logging.ERROR)
+    from ..bpf.libbpf import sync_print_level
     sync_print_level()  # -vv: let libbpf's debug lines through
     if args.command is None:
         parser.print_help()

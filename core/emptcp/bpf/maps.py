@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 from typing import Any, Iterable, Iterator
 
 from .codecs import Codec, make_codec
-from .errors import BpfError, KeyNotFoundError, MapKeyError, NotFoundError
+from ..errors import BpfError, KeyNotFoundError, MapKeyError, NotFoundError
 from .fdobject import FdObject
 from .info import MapInfo, fd_by_id, map_info
 from .libbpf import check, ffi, lib, num_possible_cpus

@@ -235,7 +235,7 @@ static void emptcp_install_print(void)
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-ffibuilder.set_source("emptcp._libbpf", SOURCE, libraries=["bpf"])
+ffibuilder.set_source("emptcp.bpf._libbpf", SOURCE, libraries=["bpf"])
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

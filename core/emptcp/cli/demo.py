@@ -1,7 +1,7 @@
 """``emptcp demo [SCENARIO]``: see emptcp steer a real MPTCP connection.
 
 Each scenario builds a two-path rig (client and server network namespaces joined by
-two veth pairs, :mod:`emptcp.rig`), renders its policy from ``emptcp/scenarios/
+two veth pairs, :mod:`emptcp.rig`), renders its policy from ``emptcp/cli/scenarios/
 <name>.toml`` (a template: ``${client_if1}``, ``${server_addr0}``, ``${port}``... are
 filled in, because the rig's interface names are generated per run), applies it
 inside one namespace under a private pin root, runs verified traffic, prints the
@@ -49,7 +49,7 @@ def render(name: str, rig: Any, **extra: Any) -> str:
 
 def plugin_installed() -> bool:
     try:
-        from .plugins.manager import PluginManager
+        from ..plugins.manager import PluginManager
         return "set_flow_priority" in PluginManager().stages()
     except Exception:
         return False
@@ -66,7 +66,7 @@ class Policy:
         self.n = 0
 
     def apply(self, name: str, rig: Any, **extra: Any) -> float:
-        from . import api
+        from ..runtime import api
         self.n += 1
         path = os.path.join(self.workdir, f"{name}-{self.n}.toml")
         with open(path, "w") as f:
@@ -79,7 +79,7 @@ class Policy:
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         """{policy: {"<i>:<stage>": packets}} (selectors s0.., actions a0..)."""
-        from . import api
+        from ..runtime import api
         if not self.applied:
             return {}
         out: Dict[str, Dict[str, int]] = {}
@@ -93,7 +93,7 @@ class Policy:
 
     def detach(self) -> None:
         if self.applied:
-            from . import api
+            from ..runtime import api
             with contextlib.suppress(Exception):
                 api.detach(pin_root=self.pin_root, all=True)
             self.applied = False
@@ -118,7 +118,7 @@ def _flows(side: Any) -> List[Dict[str, Any]]:
 
 
 def _delta(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
-    from .rig import nstat_delta
+    from ..rig import nstat_delta
     d = nstat_delta(before, after, "MPTcpExt")
     d = {k: v for k, v in d.items() if not k.startswith("MPTcpExtOFO")
          and k not in ("MPTcpExtRcvWndShared", "MPTcpExtRcvPruned")}
@@ -152,13 +152,13 @@ class Result:
 
 # ---- scenarios ---------------------------------------------------------------------
 def _rig(**kw: Any):
-    from .rig import Rig
+    from ..rig import Rig
     return Rig(prefix="emptcp-demo", **kw)
 
 
 def _backup(res: Result, xdp: bool) -> None:
     """Download over two 40 Mbit/s paths; MP_PRIO(B) on path 1 moves the data to path 0."""
-    from .rig import PathSpec
+    from ..rig import PathSpec
     name = "backup-xdp" if xdp else "backup"
     with _rig(paths=[PathSpec(rate="40mbit"), PathSpec(rate="40mbit")]) as rig, \
             tempfile.TemporaryDirectory() as tmp:
@@ -220,7 +220,7 @@ def _recv_win(res: Result) -> None:
     subflow's snd_wnd to the connection window (MPTcpExtSndWndShared counts it), so a
     one-path clamp is visible on the wire but does not slow that path; clamping every
     path does slow the connection."""
-    from .rig import PathSpec
+    from ..rig import PathSpec
     w = 16
     with _rig(paths=[PathSpec(rate="200mbit", offload=False),
                      PathSpec(rate="200mbit", offload=False)]) as rig, \
@@ -285,7 +285,7 @@ def _recv_win_delay(res: Result, tcp: bool = False, window_bytes: int = 128 * 10
     ACKs advertise a window of ``window_bytes`` (raw field = bytes >> the receiver's
     wscale), then half of it.  Window-limited, the sender's rate is ~window / RTT, so it
     must halve."""
-    from .rig import PathSpec
+    from ..rig import PathSpec
     with _rig(paths=[PathSpec(rate=rate, offload=False, delay_ms=delay_ms)]) as rig, \
             tempfile.TemporaryDirectory() as tmp:
         path = rig.paths[0]
@@ -418,7 +418,7 @@ def _rm_add_addr(res: Result, builtin: bool) -> None:
 
 def _no_mptcp(res: Result, xdp: bool) -> None:
     """Two services: connections to ${port} fall back to TCP, ${port2} stays MPTCP."""
-    from .rig import PathSpec
+    from ..rig import PathSpec
     name = "no-mptcp-xdp" if xdp else "no-mptcp"
     with _rig(paths=[PathSpec(offload=False), PathSpec(offload=False)]) as rig, tempfile.TemporaryDirectory() as tmp:
         pol = Policy(rig.server if xdp else rig.client, tmp, name)
@@ -505,7 +505,7 @@ def _add_subflow(res: Result) -> None:
                 out, err = daemon.communicate(timeout=10)
                 res.evidence["daemon_output"] = (out + err).strip().splitlines()[-5:]
             with contextlib.suppress(Exception):
-                from . import api
+                from ..runtime import api
                 api.detach(pin_root=pin_root, all=True)
         counters = {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
                                 for i, a in enumerate(p["actions"])}
@@ -582,7 +582,7 @@ def _selectors(res: Result) -> None:
 
 
 def _mixed(res: Result, reapply: int = 50) -> None:
-    from .rig import PathSpec
+    from ..rig import PathSpec
     with _rig(paths=[PathSpec(offload=False), PathSpec(offload=False)]) as rig, \
             tempfile.TemporaryDirectory() as tmp:
         pol = Policy(rig.client, tmp, "mixed")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from . import abi
-from .chain_compiler import CompiledTables, hook_type
-from .maps import Map
-from .objects import Object, ObjectSpec
-from .programs import Program
+from .. import abi
+from ..chain.compiler import CompiledTables, hook_type
+from ..bpf.maps import Map
+from ..bpf.objects import Object, ObjectSpec
+from ..bpf.programs import Program
 
 __all__ = ["Datapath"]
 

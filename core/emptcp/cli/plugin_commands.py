@@ -45,8 +45,8 @@ def _param_text(p) -> str:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .cli import plugin_manager
-    pm = plugin_manager()
+    from ..plugins.manager import get_plugin_manager
+    pm = get_plugin_manager()
     infos = pm.plugins()
     if getattr(args, "json", False):
         print(json.dumps([i.as_dict() for i in infos], indent=2, default=str))
@@ -91,8 +91,8 @@ def verifier_excerpt(log: str, tail: int = 25) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import include_dir
-    from .bpfbuild import BuildError, compile_bpf, object_name
+    from .. import include_dir
+    from ..build.compile import BuildError, compile_bpf, object_name
     src = args.source
     if not os.path.isfile(src):
         print(f"emptcp build: {src}: no such file", file=sys.stderr)
@@ -112,8 +112,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def preflight(obj_path: str, src: str | None = None) -> int:
     """Load every program of ``obj_path`` into the kernel (not attached) and unload it."""
-    from .errors import MissingPrivilegeError, VerifierError, EmptcpError
-    from .objects import ObjectSpec
+    from ..errors import MissingPrivilegeError, VerifierError, EmptcpError
+    from ..bpf.objects import ObjectSpec
     try:
         with ObjectSpec(obj_path) as spec:
             names = list(spec.programs)
@@ -184,14 +184,3 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     print(f"next: pip install ./{os.path.relpath(dest)} && pytest {os.path.relpath(dest)}/tests")
     return EXIT_OK
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m emptcp.cli_plugins``) until the CLI wires these in."""
-    parser = argparse.ArgumentParser(prog="emptcp")
-    add_parsers(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

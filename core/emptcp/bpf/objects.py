@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import (BpfError, MapCompatibilityError, ObjectFileError, VerifierError,
+from ..errors import (BpfError, MapCompatibilityError, ObjectFileError, VerifierError,
                      error_from_errno)
 from .fdobject import Closable
 from .info import map_info

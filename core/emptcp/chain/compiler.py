@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
-from . import abi
+from .. import abi
 
 Param = Union[int, bytes, None]
 

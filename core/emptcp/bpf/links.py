@@ -3,13 +3,13 @@
 BPF links (preferred: pinnable, detached by unpinning/closing, nothing left behind):
 ``attach_xdp`` and ``attach_tcx`` return a :class:`Link`. Netlink-style
 attachments that persist until detached: ``xdp_attach``/``xdp_detach`` and TC
-clsact filters (:mod:`emptcp.tc`).
+clsact filters (:mod:`emptcp.bpf.tc`).
 """
 from __future__ import annotations
 
 import socket
 
-from .errors import NotFoundError, error_from_errno
+from ..errors import NotFoundError, error_from_errno
 from .fdobject import FdObject
 from .info import LinkInfo, fd_by_id, link_info
 from .libbpf import check, ffi, lib

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .objects import Object, ObjectSpec
 from .programs import ProgType
 

@@ -25,18 +25,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from . import builtin_object
-from .chain_compiler import HookPolicies, PolicySpec, StageRef, compile_generation
-from .config import Resolved, ResolvedStage
-from .errors import EmptcpError, NotFoundError
-from .links import Link, attach_tcx, attach_xdp
-from .maps import Map, MapType
-from .objects import Object, ObjectSpec
-from .programs import Program
+from .. import builtin_object
+from ..chain.compiler import HookPolicies, PolicySpec, StageRef, compile_generation
+from ..chain.config import Resolved, ResolvedStage
+from ..errors import EmptcpError, NotFoundError
+from ..bpf.links import Link, attach_tcx, attach_xdp
+from ..bpf.maps import Map, MapType
+from ..bpf.objects import Object, ObjectSpec
+from ..bpf.programs import Program
 from .rcu import wait_grace_period
-from .abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, POLICY,
+from ..abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, POLICY,
                   SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
-from .stages import HOOK_TYPE, StageSpec
+from ..chain.stages import HOOK_TYPE, StageSpec
 
 __all__ = ["DEFAULT_PIN_ROOT", "Engine", "ApplyResult"]
 
