@@ -41,6 +41,9 @@ VARIANTS = {  # name -> (row, what)
                              "each case a constant-key tail call"),
     "gen": ("per_gen_array", "one prog array per generation, chosen by a 4-way switch on the "
                              "run-time generation; constant slot"),
+    "ro": ("rodata_key", "bpf_tail_call(ctx, &map, key) with the key read from .rodata, which "
+                         "libbpf freezes at load so the verifier knows it as a constant (a "
+                         "successor key set per program instance at load time)"),
 }
 
 

@@ -24,6 +24,9 @@
  *           binary compare tree (BPF has no jump tables)
  *   gen     one prog array per generation chosen by a switch on the run-time
  *           generation, constant slot
+ *   ro      key read from .rodata (const volatile): frozen by libbpf at load,
+ *           so the verifier knows it as a constant -- a successor key set per
+ *           program instance at load time (bpf_map__set_initial_value)
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -53,6 +56,7 @@ PROG_ARRAY(progs_gen0);
 PROG_ARRAY(progs_gen1);
 PROG_ARRAY(progs_gen2);
 PROG_ARRAY(progs_gen3);
+PROG_ARRAY(progs_ro);
 
 /* one hop's work: count, advance the position.
  * 1: last hop (position reset); 0: go on; -1: packet too short */
@@ -99,6 +103,9 @@ static __always_inline __u32 run_gen(struct xdp_md *ctx)
 
 #define NEXT_SLOT(j) ((((j) + 1) % COPIES) + 1)
 
+/* successor keys of the `ro` copies, as a loader would set them per instance */
+const volatile __u32 ro_next[COPIES] = { NEXT_SLOT(0), NEXT_SLOT(1), NEXT_SLOT(2), NEXT_SLOT(3) };
+
 /* per-slot call sites: every case a constant-key tail call */
 #define C1(m, k) case (k): bpf_tail_call_static(ctx, &m, (k)); break;
 #define C4(m, k) C1(m, k) C1(m, (k) + 1) C1(m, (k) + 2) C1(m, (k) + 3)
@@ -139,7 +146,13 @@ static __always_inline __u32 run_gen(struct xdp_md *ctx)
 	} \
 	return XDP_ABORTED; }
 
-#define VARIANT(j) HOP_RT(j) HOP_CST(j) HOP_SW(64, j) HOP_SW(256, j) HOP_SW(1024, j) HOP_GEN(j)
+#define HOP_RO(j) SEC("xdp") int ro_##j(struct xdp_md *ctx) { \
+	HOP_OR_END(ctx) \
+	bpf_tail_call(ctx, &progs_ro, ro_next[j]); \
+	return XDP_ABORTED; }
+
+#define VARIANT(j) HOP_RT(j) HOP_CST(j) HOP_SW(64, j) HOP_SW(256, j) HOP_SW(1024, j) HOP_GEN(j) \
+	HOP_RO(j)
 VARIANT(0) VARIANT(1) VARIANT(2) VARIANT(3)
 _Static_assert(COPIES == 4, "one VARIANT(j) line per copy");
 
