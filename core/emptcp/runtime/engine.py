@@ -22,11 +22,11 @@ import shutil
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import builtin_object
-from ..chain.compiler import HookPolicies, PolicySpec, StageRef
-from ..chain.config import Resolved, ResolvedStage
+from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS,
+                   SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..errors import EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp
 from ..bpf.maps import Map, MapType
@@ -36,13 +36,13 @@ from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
 from .rcu import wait_grace_period
-from ..abi import (ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS, SHARED_MAPS,
-                   STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..chain.stages import HOOK_TYPE, StageSpec
+
+if TYPE_CHECKING:  # the configuration layer is needed to apply, not to read status
+    from ..chain.config import Resolved, ResolvedStage
 
 __all__ = ["DEFAULT_PIN_ROOT", "Engine", "ApplyResult", "StageLoadError"]
 
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
 KIND = KINDS
 #: a generation deactivated longer ago than this has certainly seen an RCU grace
 #: period (they take milliseconds); a more recent one is retired by waiting for one
@@ -317,6 +317,8 @@ class Engine:
     def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
                       slots: dict[tuple[str, str], int], hook_ids: dict[str, int]) -> Written:
         """Fill the policy and parameter tables of ``gen``; return the keys written."""
+        from ..chain.compiler import HookPolicies, PolicySpec, StageRef
+
         def ref(s: ResolvedStage) -> StageRef:
             return StageRef(s.spec.name, s.encoded, s.op)
         uid = iter(range(1, 1 << 16))
