@@ -148,7 +148,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for h in st["hooks"]:
         c = h["counters"]
         att = f"link {h['attached']['link_id']}" if h["attached"] else "NOT ATTACHED"
+        tcx = (h["attached"] or {}).get("tcx")
+        if tcx and tcx.get("index") is not None:
+            att += f", runs {tcx['index'] + 1} of {tcx['count']} TCX programs"
         mode = f" ({h['mode']})" if h.get("mode") else ""
+        if h.get("position"):
+            mode = f" (position {h['position']})"
         print(f"\nhook {h['name']}: {h['type']}{mode} on {h['interface']} "
               f"(ifindex {h['ifindex']}, {att})")
         print(f"  packets {c['packets']}  matched {c['matched']}  unmatched {c['unmatched']}  "
