@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -11,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import plugin_commands
+from . import operations, plugin_commands
 from .. import __version__
 from ..runtime.engine import DEFAULT_PIN_ROOT
 from ..errors import ConfigError, EmptcpError, PluginError
@@ -28,6 +29,8 @@ examples:
   emptcp status --json                       hooks, policies, per-stage counters
   emptcp events --json                       stream data-path events
   emptcp detach --all                        remove everything emptcp attached and pinned
+  emptcp run --metrics :9436 policy.toml     apply, serve events and Prometheus metrics
+  emptcp exporter --listen 127.0.0.1:9436    only the metrics (any process may apply)
   emptcp demo                                see emptcp steer a real MPTCP connection
 """
 
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT keep the configuration or detach it "
                         "(default: %(default)s)")
     p.add_argument("--timeout", type=float, default=0, help="exit after S seconds")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics (counters as in "
+                        "`status`, plus this process's applies; see `emptcp exporter -h`)")
     _pin_root(p)
 
     p = sub.add_parser("demo", help="build a two-path MPTCP rig in namespaces, apply a "
@@ -100,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     plugin_commands.add_parsers(sub)
+    operations.add_parsers(sub)
     try:
         for err in plugin_manager().add_commands(sub):
             logging.getLogger("emptcp").warning("%s", err)
@@ -232,9 +239,18 @@ def cmd_events(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.api import apply, detach
     plugins = plugin_manager()
-    result = apply(args.file, args.pin_root, plugins=plugins)
+    run_stats = None
+    if args.metrics:
+        from ..runtime.metrics import RunStats, parse_listen
+        parse_listen(args.metrics)  # a bad address is bad input: refuse before applying
+        run_stats = RunStats()
+    with run_stats.apply() if run_stats else contextlib.nullcontext({}) as out:
+        result = apply(args.file, args.pin_root, plugins=plugins)
+        out["changed"] = result.changed
     print(f"applied generation {result.generation}" if result.changed else result.summary[0],
           flush=True)
+    server = operations.start_metrics(args.metrics, args.pin_root, run_stats) \
+        if args.metrics else None
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -252,6 +268,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _event_loop(args.pin_root, handle,
                     lambda: stopping or bool(deadline and time.monotonic() > deadline))
     finally:
+        if server is not None:
+            server.shutdown()
         if args.on_exit == "detach":
             detach(pin_root=args.pin_root, all=True)
             print("detached", flush=True)

@@ -1,0 +1,95 @@
+"""CLI commands for running emptcp in production: ``emptcp exporter``.
+
+``add_parsers(subparsers)`` registers them; each sets ``func`` to a function
+``(args) -> exit code`` (0 ok, 1 runtime error, 2 bad input). ``emptcp run
+--metrics`` serves the same metrics from the process that applies
+(:func:`start_metrics`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+__all__ = ["add_parsers", "cmd_exporter", "start_metrics"]
+
+EXIT_OK = 0
+#: the exporter's default address (override with --listen)
+DEFAULT_LISTEN = "0.0.0.0:9436"
+
+EXPORTER_EPILOG = """\
+metrics (Prometheus text, one reading of `emptcp status` per scrape):
+  emptcp_hook_{packets,matched,unmatched,missed_tail_calls,errors}_total
+        labels hook, interface, type
+  emptcp_stage_{packets,bytes,missed_tail_calls}_total
+        labels hook, interface, policy, phase (selector|action), stage (index), use
+  emptcp_active_generation, emptcp_generation_applied_timestamp_seconds,
+  emptcp_config_info{digest}, emptcp_hook_attached, emptcp_hook_tcx_index,
+  emptcp_stale_links, emptcp_up (0 when the pin root could not be read)
+  `emptcp run --metrics` adds emptcp_applies_total, emptcp_apply_failures_total,
+  emptcp_apply_duration_seconds, emptcp_config_last_reload_successful
+
+examples:
+  emptcp exporter                                  serve on 0.0.0.0:9436
+  emptcp exporter --listen 127.0.0.1:9100          one address
+  curl -s localhost:9436/metrics | grep emptcp_hook_packets_total
+"""
+
+
+def _pin_root_default() -> str:
+    from ..runtime.engine import DEFAULT_PIN_ROOT
+    return os.environ.get("EMPTCP_PIN_ROOT", DEFAULT_PIN_ROOT)
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "exporter", help="serve emptcp's counters as Prometheus metrics (HTTP /metrics)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPORTER_EPILOG,
+        description="Serve the counters of one pin root as Prometheus metrics.\n\n"
+                    "It only reads bpffs (like `emptcp status`), so it can run beside any\n"
+                    "process that applies. Run it in the network namespace of the hooks\n"
+                    "(host network): it looks interfaces up by index.")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+                   help="address to serve on (default: %(default)s; :PORT = all "
+                        "addresses, [::1]:PORT for IPv6, port 0 = any free port)")
+    p.add_argument("--timeout", type=float, default=0, help="exit after S seconds")
+    p.add_argument("--pin-root", default=_pin_root_default(),
+                   help="bpffs directory holding emptcp's state (default: %(default)s; "
+                        "env EMPTCP_PIN_ROOT)")
+    p.set_defaults(func=cmd_exporter)
+
+
+def start_metrics(listen: str, pin_root: str, run_stats: Any = None) -> Any:
+    """Serve the metrics of ``pin_root`` on ``listen`` in a daemon thread; print
+    the URL (with the bound port: ``--listen 127.0.0.1:0`` picks a free one)."""
+    from ..runtime.metrics import registry_for, serve
+    server = serve(listen, registry_for(pin_root, run_stats))
+    host = server.server_address[0]
+    host = f"[{host}]" if ":" in host else host
+    print(f"serving metrics on http://{host}:{server.server_port}/metrics", flush=True)
+    return server
+
+
+def wait_for_signal(timeout: float = 0) -> None:
+    """Block until SIGTERM/SIGINT (or ``timeout`` seconds)."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    deadline = time.monotonic() + timeout if timeout else None
+    while not done.is_set():
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        done.wait(min(left, 1.0) if left is not None else 1.0)
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    server = start_metrics(args.listen, args.pin_root)
+    try:
+        wait_for_signal(args.timeout)
+    finally:
+        server.shutdown()
+    return EXIT_OK
