@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["add_parsers", "cmd_exporter", "start_metrics"]
+__all__ = ["add_parsers", "cmd_exporter", "start_metrics", "reloader"]
+
+log = logging.getLogger("emptcp.run")
 
 EXIT_OK = 0
 #: the exporter's default address (override with --listen)
@@ -93,3 +96,33 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     finally:
         server.shutdown()
     return EXIT_OK
+
+
+def reloader(path: str, pin_root: str, plugins: Any, run_stats: Any) -> Callable[[str], None]:
+    """``reload(reason)`` for ``emptcp run``: re-apply ``path``, print what changed;
+    a refused file is logged (file:line) and counted, the running generation stays."""
+    from ..errors import ConfigError, EmptcpError, PluginError
+    from ..runtime.api import apply
+    from ..runtime.engine import Engine
+
+    def running() -> str:
+        state = Engine(pin_root).state()
+        return f"generation {state[0]}" if state else "nothing"
+
+    def reload(reason: str) -> None:
+        try:
+            with run_stats.apply() as out:
+                result = apply(path, pin_root, plugins=plugins)
+                out["changed"] = result.changed
+        except (ConfigError, PluginError, EmptcpError, OSError) as e:
+            kind = "invalid" if isinstance(e, (ConfigError, PluginError)) else "refused"
+            log.error("reload (%s): %s %s, %s keeps running: %s", reason, path, kind,
+                      running(), e)
+            return
+        if not result.changed:
+            print(f"reload ({reason}): no changes", flush=True)
+            return
+        for line in result.summary:
+            print(line, flush=True)
+        print(f"reload ({reason}): applied generation {result.generation}", flush=True)
+    return reload
