@@ -1,4 +1,4 @@
-"""CLI commands for running emptcp in production: ``emptcp exporter``.
+"""CLI commands for running emptcp in production: ``emptcp exporter``, ``emptcp top``.
 
 ``add_parsers(subparsers)`` registers them; each sets ``func`` to a function
 ``(args) -> exit code`` (0 ok, 1 runtime error, 2 bad input). ``emptcp run
@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["add_parsers", "cmd_exporter", "start_metrics", "reloader"]
+__all__ = ["add_parsers", "cmd_exporter", "cmd_top", "start_metrics", "reloader"]
 
 log = logging.getLogger("emptcp.run")
 
@@ -42,6 +43,17 @@ examples:
 """
 
 
+TOP_EPILOG = """\
+columns: PKT/S and BYTE/S of each stage; for a policy, MATCH/S is the rate of
+its first action (every matched packet runs it); for a hook, the entry's rate
+and its matched / unmatched rates. "-" = no rate (counters were reset).
+
+examples:
+  emptcp top                                   refresh every second
+  emptcp top --once --json --interval 2        for scripts
+"""
+
+
 def _pin_root_default() -> str:
     from ..runtime.engine import DEFAULT_PIN_ROOT
     return os.environ.get("EMPTCP_PIN_ROOT", DEFAULT_PIN_ROOT)
@@ -63,6 +75,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="bpffs directory holding emptcp's state (default: %(default)s; "
                         "env EMPTCP_PIN_ROOT)")
     p.set_defaults(func=cmd_exporter)
+
+    p = subparsers.add_parser(
+        "top", help="live packet and byte rates per hook, policy and stage (q quits)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TOP_EPILOG,
+        description="Rates from two readings of the same counters `emptcp status` shows,\n"
+                    "INTERVAL seconds apart, refreshed until q (or Ctrl-C).")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="seconds between readings (default: %(default)s)")
+    p.add_argument("--once", action="store_true", help="one interval, print, exit")
+    p.add_argument("--json", action="store_true", help="with --once: one JSON object")
+    p.add_argument("--pin-root", default=_pin_root_default(),
+                   help="bpffs directory holding emptcp's state (default: %(default)s; "
+                        "env EMPTCP_PIN_ROOT)")
+    p.set_defaults(func=cmd_top)
 
 
 def start_metrics(listen: str, pin_root: str, run_stats: Any = None) -> Any:
@@ -126,3 +152,93 @@ def reloader(path: str, pin_root: str, plugins: Any, run_stats: Any) -> Callable
             print(line, flush=True)
         print(f"reload ({reason}): applied generation {result.generation}", flush=True)
     return reload
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= div:
+            return f"{v / div:.1f}{unit}"
+    return f"{v:.1f}"
+
+
+def render_top(r: dict[str, Any], width: int = 80) -> list[str]:
+    """The rates as lines of at most ``width`` characters."""
+    gen = r["generation"] if r["applied"] else "-"
+    lines = [f"emptcp top  generation {gen}  every {r['interval_s']:.1f} s  (q quits)"[:width],
+             f"{'HOOK / POLICY / STAGE':<46}{'PKT/S':>10}{'BYTE/S':>10}{'MATCH/S':>10}"[:width]]
+    if not r["applied"]:
+        lines.append("nothing applied")
+    for h in r["hooks"]:
+        head = f"{h['name']} {h['type']} {h['interface']}"
+        extra = f"  unmatched {_num(h['unmatched_per_s'])}/s"
+        if h["errors_per_s"] or h["missed_tail_calls_per_s"]:
+            extra += f"  errors {_num(h['errors_per_s'])}/s  missed " \
+                     f"{_num(h['missed_tail_calls_per_s'])}/s"
+        lines.append(f"{head[:46]:<46}{_num(h['packets_per_s']):>10}{'':>10}"
+                     f"{_num(h['matched_per_s']):>10}"[:width])
+        lines.append(f"  {extra.strip()}"[:width])
+        for p in h["policies"]:
+            lines.append(f"  {p['name'][:42]:<44}{_num(p['evaluated_per_s']):>10}"
+                         f"{_num(p['matched_bytes_per_s']):>10}{_num(p['matched_per_s']):>10}"
+                         [:width])
+            for s in p["stages"]:
+                name = f"    {s['phase'][:3]} {s['index']} {s['use']}"
+                lines.append(f"{name[:46]:<46}{_num(s['packets_per_s']):>10}"
+                             f"{_num(s['bytes_per_s']):>10}"[:width])
+    return lines
+
+
+def _reading(pin_root: str) -> tuple[float, dict[str, Any]]:
+    from ..runtime.engine import Engine
+    t0 = time.monotonic()
+    st = Engine(pin_root).status()
+    return (t0 + time.monotonic()) / 2, st
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    import json
+    import select
+    import sys
+    from ..errors import ConfigError
+    from ..runtime.rates import rates
+    if args.interval <= 0:
+        raise ConfigError(f"--interval {args.interval}: must be more than 0 seconds")
+    if args.json and not args.once:
+        raise ConfigError("--json needs --once (a live view is for a terminal)")
+    t0, first = _reading(args.pin_root)
+    if args.once:
+        time.sleep(args.interval)
+        t1, second = _reading(args.pin_root)
+        r = rates(first, second, t1 - t0)
+        print(json.dumps(r, indent=2) if args.json else "\n".join(render_top(r)))
+        return EXIT_OK
+    tty = sys.stdin.isatty()
+    old = None
+    if tty:
+        import termios
+        import tty as tty_mod
+        old = termios.tcgetattr(sys.stdin)
+        tty_mod.setcbreak(sys.stdin.fileno())
+    try:
+        while True:
+            deadline = time.monotonic() + args.interval
+            while (left := deadline - time.monotonic()) > 0:
+                if tty and select.select([sys.stdin], [], [], left)[0]:
+                    if sys.stdin.read(1).lower() == "q":
+                        return EXIT_OK
+                elif not tty:
+                    time.sleep(left)
+            t1, second = _reading(args.pin_root)
+            width = shutil.get_terminal_size((80, 24)).columns
+            lines = render_top(rates(first, second, t1 - t0), max(width, 40))
+            sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+            sys.stdout.flush()
+            t0, first = t1, second
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if old is not None:
+            import termios
+            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
