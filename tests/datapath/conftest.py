@@ -23,6 +23,8 @@ BUILTINS = ["ip_pair", "tcp4tuple", "tcp2tuple", "service", "mptcp_subtype", "pa
 
 XDP_PASS, XDP_DROP, XDP_REDIRECT = 2, 1, 4
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+#: TC_ACT_UNSPEC = TCX_NEXT: emptcp's "no verdict" on TC (the next TCX program runs)
+TC_NEXT = -1
 LO = 1  # test_run runs on the loopback device
 HOOK_XDP, HOOK_TC_IN, HOOK_TC_EG = 0, 1, 2
 
