@@ -77,7 +77,7 @@ emptcp_stage_stat(__u32 hook, __u32 pol, __u32 phase, __u32 stage)
 {
 	__u32 idx = EMPTCP_STAGE_STAT_IDX(hook & (EMPTCP_MAX_HOOKS - 1),
 					  pol & (EMPTCP_MAX_POLICIES - 1),
-					  phase & 1, stage & 7);
+					  phase & 1, stage & (EMPTCP_MAX_STAGES - 1));
 
 	return bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
 }
@@ -169,7 +169,7 @@ static __always_inline int emptcp_env_init(struct emptcp_env *e, __u32 phase, __
 	if (e->phase != phase || e->stage >= EMPTCP_MAX_STAGES ||
 	    e->policy >= EMPTCP_MAX_POLICIES)
 		goto bad;
-	e->param = c->stages[e->stage & 7].param;
+	e->param = c->stages[e->stage & (EMPTCP_MAX_STAGES - 1)].param;
 	e->imm = e->param & EMPTCP_P_IMM_MASK;
 	e->blob = NULL;
 	if (e->param & EMPTCP_P_REF) {
@@ -257,7 +257,7 @@ static __always_inline int emptcp_act_next(struct emptcp_env *e)
 	struct emptcp_ctx *c = &e->c;
 	__u32 next = e->stage + 1;
 
-	if (next >= EMPTCP_MAX_STAGES || c->stages[next & 7].slot == 0)
+	if (next >= EMPTCP_MAX_STAGES || c->stages[next & (EMPTCP_MAX_STAGES - 1)].slot == 0)
 		return EMPTCP_GO_PASS;
 	c->cur = next;
 	return EMPTCP_GO_TAIL;
@@ -294,7 +294,7 @@ static __always_inline int emptcp_xdp_tail(struct xdp_md *ctx, struct emptcp_ctx
 
 	if (emptcp_xdp_ctx_store(ctx, c) == 0)
 		bpf_tail_call(ctx, &emptcp_xdp_progs,
-			      EMPTCP_PROG_KEY(gen, c->stages[c->cur & 7].slot));
+			      EMPTCP_PROG_KEY(gen, c->stages[c->cur & (EMPTCP_MAX_STAGES - 1)].slot));
 	emptcp_count_missed(c);
 	return XDP_PASS;
 }
@@ -351,7 +351,7 @@ static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_c
 	__u32 gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
 
 	emptcp_tc_ctx_store(skb, c);
-	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[c->cur & 7].slot));
+	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[c->cur & (EMPTCP_MAX_STAGES - 1)].slot));
 	emptcp_count_missed(c);
 	return TC_ACT_OK;
 }
@@ -365,9 +365,12 @@ static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_en
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	if (data + want > data_end)
-		bpf_skb_pull_data(skb, want);
 	emptcp_tc_ctx_load(skb, &e->c);
+	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0) {
+		/* the headers cannot be made linear (no memory): count it, pass */
+		emptcp_hook_count(e->c.hook & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_ERRORS);
+		return -1;
+	}
 	return emptcp_env_init(e, phase, skb->len);
 }
 
@@ -427,16 +430,6 @@ emptcp_post: __attribute__((unused)); \
 #define ACTION_POST_SEC \
 emptcp_post: __attribute__((unused)); \
 	return EMPTCP_ACT_POST(ctx, &EMPTCP_ENV);
-
-/* the seed's names, for XDP-only code */
-#define XDP_SELECTOR_PRE_SEC	SELECTOR_PRE_SEC
-#define XDP_SELECTOR_POST_SEC	SELECTOR_POST_SEC
-#define XDP_ACTION_PRE_SEC	ACTION_PRE_SEC
-#define XDP_ACTION_POST_SEC	ACTION_POST_SEC
-#define TC_SELECTOR_PRE_SEC	SELECTOR_PRE_SEC
-#define TC_SELECTOR_POST_SEC	SELECTOR_POST_SEC
-#define TC_ACTION_PRE_SEC	ACTION_PRE_SEC
-#define TC_ACTION_POST_SEC	ACTION_POST_SEC
 
 /* Define the XDP and TC programs of a selector whose body does not depend on
  * the hook: `static __always_inline int fn(void *data, void *data_end,

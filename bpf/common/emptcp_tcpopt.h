@@ -2,8 +2,9 @@
 /*
  * emptcp_tcpopt.h - bounded TCP option scanning and option insert/remove.
  *
- * Option bytes are first copied into a 64-byte stack buffer; every index is
- * masked with & 63 so the verifier sees bounded accesses, and every loop is
+ * Option bytes are first copied into a 64-byte buffer (EMPTCP_TCP_BUF); every
+ * index is masked with EMPTCP_TCP_BUF - 1 (EMPTCP_IDX) so the verifier sees
+ * bounded accesses, and every loop is
  * bounded by the 40-byte option area.  One byte-wise state machine walks the
  * options (kind, len) and refuses malformed areas (len < 2, len past the end)
  * instead of guessing.
@@ -43,34 +44,37 @@
 #include "emptcp_parse.h"
 #include "emptcp_csum.h"
 #include "emptcp_maps.h"
+#include "emptcp_params.h"	/* EMPTCP_SUBTYPE_ANY */
 
-#define TCPOPT_EOL		0
-#define TCPOPT_NOP		1
-#define TCPOPT_MPTCP		30
-#define EMPTCP_TCP_OPT_MAX	40
-#define EMPTCP_ANY_SUBTYPE	(-1)
+#define EMPTCP_TCPOPT_EOL		0
+#define EMPTCP_TCPOPT_NOP		1
+#define EMPTCP_TCPOPT_MPTCP		30
+#define EMPTCP_TCP_OPT_MAX	40	/* bytes of TCP options: a header is at most 60 */
+#define EMPTCP_TCP_HDR_MAX	60
+#define EMPTCP_TCP_BUF		64	/* buffer for a TCP header: a power of two >= 60 */
 
 /* MPTCP subtypes (RFC 8684) */
-#define MPTCPOPT_MP_CAPABLE	0
-#define MPTCPOPT_MP_JOIN	1
-#define MPTCPOPT_DSS		2
-#define MPTCPOPT_ADD_ADDR	3
-#define MPTCPOPT_RM_ADDR	4
-#define MPTCPOPT_MP_PRIO	5
-#define MPTCPOPT_MP_FAIL	6
-#define MPTCPOPT_MP_FASTCLOSE	7
-#define MPTCPOPT_MP_TCPRST	8
+#define EMPTCP_MPTCPOPT_MP_CAPABLE	0
+#define EMPTCP_MPTCPOPT_MP_JOIN	1
+#define EMPTCP_MPTCPOPT_DSS		2
+#define EMPTCP_MPTCPOPT_ADD_ADDR	3
+#define EMPTCP_MPTCPOPT_RM_ADDR	4
+#define EMPTCP_MPTCPOPT_MP_PRIO	5
+#define EMPTCP_MPTCPOPT_MP_FAIL	6
+#define EMPTCP_MPTCPOPT_MP_FASTCLOSE	7
+#define EMPTCP_MPTCPOPT_MP_TCPRST	8
 
-/* Index into a 64-byte stack buffer.  The mask is done in asm so that clang
- * cannot drop it on the grounds that it "knows" the range: the verifier
- * needs to see it. */
-#define EMPTCP_IDX(x) ({ __u32 __v = (x); asm volatile("%0 &= 63" : "+r"(__v)); __v; })
+/* Index into an EMPTCP_TCP_BUF-byte buffer: x & (EMPTCP_TCP_BUF - 1).  The
+ * mask is done in asm so that clang cannot drop it on the grounds that it
+ * "knows" the range: the verifier needs to see it. */
+#define EMPTCP_IDX(x) ({ __u32 __v = (x); \
+	asm volatile("%0 &= %1" : "+r"(__v) : "i"(EMPTCP_TCP_BUF - 1)); __v; })
 
 /* Copy the options of a parsed TCP header into buf, 4 bytes at a time (the
- * option area is a multiple of 4; parse_tcphdr proved it is in the packet).
+ * option area is a multiple of 4; emptcp_parse_tcphdr proved it is in the packet).
  * Returns the option length or -1. */
 static __always_inline int emptcp_tcp_opts_copy(struct tcphdr *tcph, void *data_end,
-						__u8 buf[64])
+						__u8 buf[EMPTCP_TCP_BUF])
 {
 	__u8 *opts = (__u8 *)(tcph + 1);
 	__u32 len = tcph->doff * 4, w;
@@ -93,7 +97,7 @@ static __always_inline int emptcp_opt_matches(__u8 k, __u8 l, __u8 b2, int kind,
 {
 	if (k != kind)
 		return 0;
-	if (subtype < 0)
+	if (subtype == EMPTCP_SUBTYPE_ANY)
 		return 1;
 	return l >= 3 && (b2 >> 4) == subtype;
 }
@@ -106,9 +110,9 @@ static __always_inline int emptcp_opt_matches(__u8 k, __u8 l, __u8 b2, int kind,
 
 /* state of a walk; buffers live inside so the callback only needs one pointer */
 struct emptcp_walk {
-	__u8 in[64];		/* input bytes; options start at in_off */
-	__u8 out[64];		/* output bytes; options start at out_off */
-	__u8 src[40];		/* INSERT: the option to append */
+	__u8 in[EMPTCP_TCP_BUF];	/* input bytes; options start at in_off */
+	__u8 out[EMPTCP_TCP_BUF];	/* output bytes; options start at out_off */
+	__u8 src[EMPTCP_TCP_OPT_MAX];	/* INSERT: the option to append */
 	__u32 in_off, len;	/* option area of in[] */
 	__u32 out_off, n;	/* bytes written to out[] after out_off */
 	__u32 rem;		/* bytes left of the current option */
@@ -142,9 +146,9 @@ static long emptcp_walk_cb(__u32 i, void *unused)
 		return 1;
 	if (w->rem == 0) {
 		k = w->in[EMPTCP_IDX(w->in_off + i)];
-		if (k == TCPOPT_EOL)
+		if (k == EMPTCP_TCPOPT_EOL)
 			return 1;
-		if (k == TCPOPT_NOP) {
+		if (k == EMPTCP_TCPOPT_NOP) {
 			w->rem = 1;
 			w->keep = 1;
 		} else {
@@ -168,7 +172,7 @@ static long emptcp_walk_cb(__u32 i, void *unused)
 		w->n++;
 	} else if (w->nopfill) {
 		if (w->copy)
-			w->out[EMPTCP_IDX(w->out_off + w->n)] = TCPOPT_NOP;
+			w->out[EMPTCP_IDX(w->out_off + w->n)] = EMPTCP_TCPOPT_NOP;
 		w->n++;
 	}
 	w->rem--;
@@ -238,7 +242,7 @@ static __always_inline int emptcp_has_mptcp_subtype(struct tcphdr *tcph, void *d
 		return 0;
 	w->in_off = 0;
 	w->len = len;
-	return emptcp_opt_find(w, TCPOPT_MPTCP, subtype, &olen) >= 0;
+	return emptcp_opt_find(w, EMPTCP_TCPOPT_MPTCP, subtype, &olen) >= 0;
 }
 
 /* ---------------------- header rebuild (both hooks) --------------------- */
@@ -249,8 +253,8 @@ struct emptcp_tcp_rewrite {
 	__u16 old_seg, new_seg;	/* TCP segment length (pseudo-header), host order */
 	__u32 diff;		/* csum_diff(old, new) with check fields zeroed */
 };
-#define RW_OLD(rw) ((rw)->w.in)
-#define RW_NEW(rw) ((rw)->w.out)
+#define EMPTCP_RW_OLD(rw) ((rw)->w.in)
+#define EMPTCP_RW_NEW(rw) ((rw)->w.out)
 
 #define EMPTCP_OP_INSERT 1
 #define EMPTCP_OP_REMOVE 2
@@ -269,7 +273,7 @@ static __always_inline int emptcp_tcp_rebuild(struct emptcp_tcp_rewrite *rw, int
 	struct emptcp_walk *w = &rw->w;
 	__u32 i, n;
 
-	if (rw->oldlen < 20 || rw->oldlen > 60)
+	if (rw->oldlen < 20 || rw->oldlen > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	__builtin_memcpy(w->out, w->in, 20);
 	w->in_off = 20;
@@ -308,11 +312,11 @@ static __always_inline int emptcp_tcp_rebuild(struct emptcp_tcp_rewrite *rw, int
 	i = (4 - (n & 3)) & 3;
 	asm volatile("" : "+r"(i));
 	if (i > 0)
-		w->out[EMPTCP_IDX(20 + n)] = TCPOPT_NOP;
+		w->out[EMPTCP_IDX(20 + n)] = EMPTCP_TCPOPT_NOP;
 	if (i > 1)
-		w->out[EMPTCP_IDX(21 + n)] = TCPOPT_NOP;
+		w->out[EMPTCP_IDX(21 + n)] = EMPTCP_TCPOPT_NOP;
 	if (i > 2)
-		w->out[EMPTCP_IDX(22 + n)] = TCPOPT_NOP;
+		w->out[EMPTCP_IDX(22 + n)] = EMPTCP_TCPOPT_NOP;
 	n += i;
 	if (n > EMPTCP_TCP_OPT_MAX)
 		return -1;
@@ -342,15 +346,16 @@ static __always_inline struct emptcp_tcp_rewrite *emptcp_rewrite_state(void)
  * copies so the diff covers everything except the checksum itself */
 static __always_inline int emptcp_tcp_hdr_diff(struct emptcp_tcp_rewrite *rw)
 {
-	__u8 c0 = RW_OLD(rw)[16], c1 = RW_OLD(rw)[17];
-	__u32 ol = rw->oldlen & 0x3c, nl = rw->newlen & 0x3c;
+	__u8 c0 = EMPTCP_RW_OLD(rw)[16], c1 = EMPTCP_RW_OLD(rw)[17];
+	/* multiples of 4 up to 60, as the verifier must see them */
+	__u32 ol = rw->oldlen & (EMPTCP_TCP_BUF - 4), nl = rw->newlen & (EMPTCP_TCP_BUF - 4);
 	__s64 d;
 
-	RW_OLD(rw)[16] = 0;
-	RW_OLD(rw)[17] = 0;
-	d = bpf_csum_diff((__be32 *)RW_OLD(rw), ol, (__be32 *)RW_NEW(rw), nl, 0);
-	RW_OLD(rw)[16] = c0;
-	RW_OLD(rw)[17] = c1;
+	EMPTCP_RW_OLD(rw)[16] = 0;
+	EMPTCP_RW_OLD(rw)[17] = 0;
+	d = bpf_csum_diff((__be32 *)EMPTCP_RW_OLD(rw), ol, (__be32 *)EMPTCP_RW_NEW(rw), nl, 0);
+	EMPTCP_RW_OLD(rw)[16] = c0;
+	EMPTCP_RW_OLD(rw)[17] = c1;
 	if (d < 0)
 		return -1;
 	rw->diff = (__u32)d;
@@ -373,8 +378,8 @@ static __always_inline int emptcp_tcp_rebuild_bounded(struct emptcp_tcp_rewrite 
 	if (emptcp_tcp_hdr_diff(rw) < 0)
 		return -1;
 	nl = rw->newlen;
-	asm volatile("%0 &= 63" : "+r"(nl));
-	if (nl > 60)
+	asm volatile("%0 &= %1" : "+r"(nl) : "i"(EMPTCP_TCP_BUF - 1));
+	if (nl > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	asm volatile("" : "+r"(nl));
 	if (nl < 20)
@@ -386,7 +391,7 @@ static __always_inline int emptcp_tcp_rebuild_bounded(struct emptcp_tcp_rewrite 
 /* the complete new TCP checksum (XDP: packets carry full checksums) */
 static __always_inline __u16 emptcp_tcp_new_check(struct emptcp_tcp_rewrite *rw)
 {
-	__u16 oldcheck = RW_OLD(rw)[16] | (RW_OLD(rw)[17] << 8);	/* packet order */
+	__u16 oldcheck = EMPTCP_RW_OLD(rw)[16] | (EMPTCP_RW_OLD(rw)[17] << 8);	/* packet order */
 	__u64 s = (__u16)~oldcheck;
 
 	s += rw->diff;
@@ -398,6 +403,7 @@ static __always_inline __u16 emptcp_tcp_new_check(struct emptcp_tcp_rewrite *rw)
 /* ------------------------------- XDP ----------------------------------- */
 
 #define EMPTCP_L2L3_MAX 96	/* >= Ethernet + 2 VLAN + IPv4 with options (82) */
+#define EMPTCP_L2L3_MASK 127	/* a power of two minus 1, >= EMPTCP_L2L3_MAX */
 
 /* update IPv4 tot_len + checksum or IPv6 payload_len after a resize */
 static __always_inline int emptcp_xdp_fix_l3(struct xdp_md *ctx, int delta)
@@ -406,13 +412,13 @@ static __always_inline int emptcp_xdp_fix_l3(struct xdp_md *ctx, int delta)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct emptcp_tcp_pkt p;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	if (p.iph) {
 		__u16 old = p.iph->tot_len;
 
 		p.iph->tot_len = bpf_htons(bpf_ntohs(old) + delta);
-		csum_replace2(&p.iph->check, old, p.iph->tot_len);
+		emptcp_csum_replace2(&p.iph->check, old, p.iph->tot_len);
 	} else if (p.ip6h) {
 		p.ip6h->payload_len = bpf_htons(bpf_ntohs(p.ip6h->payload_len) + delta);
 	}
@@ -435,7 +441,7 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	rw = emptcp_rewrite_state();
 	if (!rw)
 		return -1;
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	if (p.iph) {
 		__u32 tot = bpf_ntohs(p.iph->tot_len), ihl = p.iph->ihl * 4;
@@ -453,8 +459,8 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	pre = p.l4_off;
 	ol = p.tcp_len;
 	/* bounds the verifier keeps (clang may not reload a checked value) */
-	asm volatile("%0 &= 127" : "+r"(pre));
-	asm volatile("%0 &= 63" : "+r"(ol));
+	asm volatile("%0 &= %1" : "+r"(pre) : "i"(EMPTCP_L2L3_MASK));
+	asm volatile("%0 &= %1" : "+r"(ol) : "i"(EMPTCP_TCP_BUF - 1));
 	if (pre > EMPTCP_L2L3_MAX)
 		return -1;
 	/* separate barriers keep clang from merging a < x < b into one
@@ -462,13 +468,13 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	asm volatile("" : "+r"(pre));
 	if (pre < ETH_HLEN)
 		return -1;
-	if (ol > 60)
+	if (ol > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	asm volatile("" : "+r"(ol));
 	if (ol < 20)
 		return -1;
 	rw->oldlen = ol;
-	if (bpf_xdp_load_bytes(ctx, pre, RW_OLD(rw), ol) < 0)
+	if (bpf_xdp_load_bytes(ctx, pre, EMPTCP_RW_OLD(rw), ol) < 0)
 		return -1;
 	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
@@ -476,8 +482,8 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	delta = (int)nl - (int)ol;
 	rw->new_seg = rw->old_seg + delta;
 	check = emptcp_tcp_new_check(rw);
-	RW_NEW(rw)[16] = check & 0xff;
-	RW_NEW(rw)[17] = check >> 8;
+	EMPTCP_RW_NEW(rw)[16] = check & 0xff;
+	EMPTCP_RW_NEW(rw)[17] = check >> 8;
 
 	if (bpf_xdp_load_bytes(ctx, 0, l2l3, pre) < 0)
 		return -1;
@@ -486,18 +492,18 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 			return -1;
 		if (bpf_xdp_store_bytes(ctx, 0, l2l3, pre) < 0)
 			return -2;	/* cannot happen after a successful grow */
-		if (bpf_xdp_store_bytes(ctx, pre, RW_NEW(rw), nl) < 0)
+		if (bpf_xdp_store_bytes(ctx, pre, EMPTCP_RW_NEW(rw), nl) < 0)
 			return -2;
 	} else if (delta < 0) {
 		/* new header ends where the old one ended; then slide L2/L3 */
-		if (bpf_xdp_store_bytes(ctx, pre - delta, RW_NEW(rw), nl) < 0)
+		if (bpf_xdp_store_bytes(ctx, pre - delta, EMPTCP_RW_NEW(rw), nl) < 0)
 			return -1;
 		if (bpf_xdp_store_bytes(ctx, -delta, l2l3, pre) < 0)
 			return -2;
 		if (bpf_xdp_adjust_head(ctx, -delta) < 0)
 			return -2;
 	} else {
-		if (bpf_xdp_store_bytes(ctx, pre, RW_NEW(rw), nl) < 0)
+		if (bpf_xdp_store_bytes(ctx, pre, EMPTCP_RW_NEW(rw), nl) < 0)
 			return -1;
 	}
 	if (delta && emptcp_xdp_fix_l3(ctx, delta) < 0)
@@ -534,7 +540,7 @@ static long emptcp_tc_move_cb(__u32 i, void *ctx)
 	start = m->delta > 0 ? m->from + m->len - done - n : m->from + done;
 	/* separate barriers: the verifier must see 1 <= n <= 64 on the
 	 * register passed to the helpers */
-	asm volatile("%0 &= 127" : "+r"(n));
+	asm volatile("%0 &= %1" : "+r"(n) : "i"(2 * EMPTCP_TC_CHUNK - 1));
 	if (n > EMPTCP_TC_CHUNK)
 		return 1;
 	asm volatile("" : "+r"(n));
@@ -579,7 +585,7 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	rw = emptcp_rewrite_state();
 	if (!rw)
 		return -1;
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	/* the IPv4 header is assumed to be 20 bytes below */
 	if (p.l3_off != ETH_HLEN)
@@ -610,14 +616,14 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	l3 = p.l3_off;
 	pre = p.l4_off;
 	ol = p.tcp_len;
-	asm volatile("%0 &= 63" : "+r"(ol));
-	if (ol > 60)
+	asm volatile("%0 &= %1" : "+r"(ol) : "i"(EMPTCP_TCP_BUF - 1));
+	if (ol > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	asm volatile("" : "+r"(ol));
 	if (ol < 20)
 		return -1;
 	rw->oldlen = ol;
-	if (bpf_skb_load_bytes(skb, pre, RW_OLD(rw), ol) < 0)
+	if (bpf_skb_load_bytes(skb, pre, EMPTCP_RW_OLD(rw), ol) < 0)
 		return -1;
 	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
@@ -625,8 +631,8 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	delta = (int)nl - (int)ol;
 	rw->new_seg = rw->old_seg + delta;
 	/* keep the old checksum in the new header; the csum helpers fix it */
-	RW_NEW(rw)[16] = RW_OLD(rw)[16];
-	RW_NEW(rw)[17] = RW_OLD(rw)[17];
+	EMPTCP_RW_NEW(rw)[16] = EMPTCP_RW_OLD(rw)[16];
+	EMPTCP_RW_NEW(rw)[17] = EMPTCP_RW_OLD(rw)[17];
 
 	/* everything after the old TCP header (payload, any trailer) moves */
 	skblen = skb->len;
@@ -644,17 +650,17 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 			return -1;	/* only the (zeroed) new tail changed */
 		if (emptcp_tc_move(skb, tail, move, delta) < 0)
 			return -2;
-		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, EMPTCP_RW_NEW(rw), nl, 0) < 0)
 			return -2;
 	} else if (delta < 0) {
-		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, EMPTCP_RW_NEW(rw), nl, 0) < 0)
 			return -1;
 		if (emptcp_tc_move(skb, tail, move, delta) < 0)
 			return -2;
 		if (bpf_skb_change_tail(skb, skblen + delta, 0) < 0)
 			return -2;
 	} else {
-		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, EMPTCP_RW_NEW(rw), nl, 0) < 0)
 			return -1;
 	}
 	/* header bytes: folded into a full checksum, left out of a partial one
