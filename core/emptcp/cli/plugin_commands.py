@@ -181,6 +181,6 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     print(f"created plugin '{name}' (distribution emptcp-{name}) in {dest}:")
     for f in files:
         print(f"  {f}")
-    print(f"next: pip install ./{os.path.relpath(dest)} && pytest {os.path.relpath(dest)}/tests")
+    print(f"next: cd {os.path.relpath(dest)} && pip install . && python -m pytest tests")
     return EXIT_OK
 
