@@ -321,10 +321,6 @@ class PluginManager:
                                           info.distribution if info else None))
         return errors
 
-    def stage_object(self, spec: StageSpec) -> str:
-        """Where to load ``spec``'s object from (emptcp_stage_object hook, else spec.object)."""
-        return self.pm.hook.emptcp_stage_object(spec=spec) or spec.object
-
 
 def _with_origin(spec: StageSpec, plugin: str, distribution: str | None) -> StageSpec:
     import dataclasses
