@@ -245,6 +245,30 @@ static __always_inline int emptcp_has_mptcp_subtype(struct tcphdr *tcph, void *d
 	return emptcp_opt_find(w, EMPTCP_TCPOPT_MPTCP, subtype, &olen) >= 0;
 }
 
+/* The first option (kind, subtype) of a parsed TCP header; subtype is an
+ * MPTCP subtype 0..15 or EMPTCP_SUBTYPE_ANY (any option of that kind).
+ * Returns its offset from the start of the TCP header (20..59) and its length
+ * in *olen, or -1 when it is absent or the option area is malformed.  Its
+ * bytes stay readable in the packet at (__u8 *)tcph + offset (check them
+ * against data_end) and, as copied, in emptcp_walk_state()->in[EMPTCP_IDX(
+ * offset - 20 + i)] until the next option helper runs. */
+static __always_inline int emptcp_tcp_opt_find(struct tcphdr *tcph, void *data_end,
+					       int kind, int subtype, __u32 *olen)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	int len, off;
+
+	if (!w)
+		return -1;
+	__builtin_memset(w, 0, sizeof(*w));
+	len = emptcp_tcp_opts_copy(tcph, data_end, w->in);
+	if (len <= 0)
+		return -1;
+	w->len = len;
+	off = emptcp_opt_find(w, kind, subtype, olen);
+	return off < 0 ? -1 : off + (int)sizeof(struct tcphdr);
+}
+
 /* ---------------------- header rebuild (both hooks) --------------------- */
 
 struct emptcp_tcp_rewrite {
@@ -687,6 +711,104 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	return 0;
 }
 
+/* ------------------- rewrite an option in place ------------------------ */
+
+/* what emptcp_tcp_opt_write needs from the packet, computed before any write */
+struct emptcp_opt_patch {
+	__u64 l4_off;		/* TCP header offset from data */
+	__u64 len;		/* option area length, a multiple of 4 (4..40) */
+	__u32 diff;		/* csum_diff(old option area, new option area) */
+	__u16 check;		/* the TCP checksum field as it is in the packet */
+};
+
+/* Build the new option area in w->out: the first option (kind, subtype) with
+ * bytes [at, at + n) replaced.  0: ready; 1: no such option; -1: refused. */
+static __always_inline int emptcp_opt_patch(void *data, void *data_end, int kind,
+					    int subtype, __u32 at, const __u8 *bytes,
+					    __u32 n, struct emptcp_opt_patch *pp)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	struct emptcp_tcp_pkt p;
+	__u32 olen = 0, i;
+	__u64 len;
+	__s64 d;
+	int off;
+
+	if (!w || emptcp_parse_tcp_packet(data, data_end, &p) < 0)
+		return -1;
+	__builtin_memset(w, 0, sizeof(*w));
+	off = emptcp_tcp_opts_copy(p.tcph, data_end, w->in);
+	if (off <= 0)
+		return off < 0 ? -1 : 1;
+	w->len = off;
+	off = emptcp_opt_find(w, kind, subtype, &olen);
+	if (off < 0)
+		return w->err ? -1 : 1;
+	if (n == 0 || n > EMPTCP_TCP_OPT_MAX || at >= olen || n > olen - at)
+		return -1;	/* would write past the option */
+	__builtin_memcpy(w->out, w->in, EMPTCP_TCP_BUF);
+#pragma unroll
+	for (i = 0; i < EMPTCP_TCP_OPT_MAX; i++) {
+		if (i >= n)
+			break;
+		w->out[EMPTCP_IDX(off + at + i)] = bytes[i];
+	}
+	/* the diff covers whole 32-bit words from the start of the options
+	 * (4-byte aligned in the TCP header): right for any field offset */
+	len = w->len;
+	asm volatile("%0 &= %1" : "+r"(len) : "i"(EMPTCP_TCP_BUF - 4));
+	if (len == 0)
+		return -1;
+	d = bpf_csum_diff((__be32 *)w->in, len, (__be32 *)w->out, len, 0);
+	if (d < 0)
+		return -1;
+	pp->diff = (__u32)d;
+	pp->len = len;
+	pp->l4_off = p.l4_off;
+	pp->check = p.tcph->check;
+	return 0;
+}
+
+static __always_inline int emptcp_xdp_tcp_opt_write(struct xdp_md *ctx, int kind, int subtype,
+						    __u32 at, const __u8 *bytes, __u32 n)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	struct emptcp_opt_patch pp = {};
+	__u16 check;
+	int r;
+
+	r = emptcp_opt_patch((void *)(long)ctx->data, (void *)(long)ctx->data_end, kind, subtype,
+			     at, bytes, n, &pp);
+	if (r != 0 || !w)
+		return r ? r : -1;
+	/* XDP frames carry complete checksums: fold the diff in */
+	check = ~emptcp_csum_fold_raw((__u64)(__u16)~pp.check + pp.diff);
+	if (bpf_xdp_store_bytes(ctx, pp.l4_off + sizeof(struct tcphdr), w->out, pp.len) < 0)
+		return -1;
+	if (bpf_xdp_store_bytes(ctx, pp.l4_off + offsetof(struct tcphdr, check), &check, 2) < 0)
+		return -2;
+	return 0;
+}
+
+static __always_inline int emptcp_tc_tcp_opt_write(struct __sk_buff *ctx, int kind, int subtype,
+						   __u32 at, const __u8 *bytes, __u32 n)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	struct emptcp_opt_patch pp = {};
+	int r;
+
+	r = emptcp_opt_patch((void *)(long)ctx->data, (void *)(long)ctx->data_end, kind, subtype,
+			     at, bytes, n, &pp);
+	if (r != 0 || !w)
+		return r ? r : -1;
+	if (bpf_skb_store_bytes(ctx, pp.l4_off + sizeof(struct tcphdr), w->out, pp.len, 0) < 0)
+		return -1;
+	/* header bytes: folded into a full checksum, left out of a partial one */
+	if (bpf_l4_csum_replace(ctx, pp.l4_off + offsetof(struct tcphdr, check), 0, pp.diff, 0) < 0)
+		return -2;
+	return 0;
+}
+
 /*
  * Hook-generic API.  0: packet changed; 1: nothing to do (remove: option not
  * present); -1: refused, packet unchanged (not TCP, malformed options, would
@@ -700,5 +822,18 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 #define emptcp_tcp_opt_remove(ctx, kind, subtype) \
 	_Generic((ctx), struct xdp_md *: emptcp_xdp_tcp_opts_edit, \
 		 struct __sk_buff *: emptcp_tc_tcp_opts_edit)(ctx, EMPTCP_OP_REMOVE, NULL, 0, kind, subtype)
+
+/*
+ * Overwrite bytes [at, at + n) of the first option (kind, subtype) in place
+ * (the option keeps its length; e.g. at 2, n 2 = the MSS value) and fix the
+ * TCP checksum, whatever the field's offset (XDP: complete checksum; TC:
+ * bpf_l4_csum_replace, so CHECKSUM_PARTIAL skbs stay right).  `bytes` must
+ * hold n bytes; keep n a constant.  0: changed; 1: no such option; -1:
+ * refused, packet unchanged (not TCP, malformed options, at + n beyond the
+ * option); -2: failed half way (drop).  Packet pointers are invalid afterwards.
+ */
+#define emptcp_tcp_opt_write(ctx, kind, subtype, at, bytes, n) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_tcp_opt_write, \
+		 struct __sk_buff *: emptcp_tc_tcp_opt_write)(ctx, kind, subtype, at, bytes, n)
 
 #endif /* EMPTCP_TCPOPT_H */
