@@ -43,9 +43,8 @@ def objdir(tmp_path_factory):
 def datapath(objdir):
     dp = Datapath(os.path.join(objdir, "entry.o"))
     dp.load_dir(objdir, BUILTINS)
-    slots = dp.auto_slots()
     for gen in range(abi.MAX_GEN):
-        dp.install(gen, slots)
+        slots = dp.install(gen)
     dp.slots = slots
     dp.set_hook(LO, "xdp", HOOK_XDP)
     dp.set_hook(LO, "tc-ingress", HOOK_TC_IN)

@@ -29,7 +29,9 @@ def generated_checks() -> str:
               "EMPTCP_B1_KIND_SHIFT": abi.B1_KIND_SHIFT, "EMPTCP_B1_KIND_MASK": abi.B1_KIND_MASK,
               "EMPTCP_KIND_XDP": abi.KIND_XDP, "EMPTCP_KIND_TC_INGRESS": abi.KIND_TC_INGRESS,
               "EMPTCP_KIND_TC_EGRESS": abi.KIND_TC_EGRESS, "EMPTCP_EV_ADD_SUBFLOW": abi.EV_ADD_SUBFLOW,
-              "EMPTCP_EV_MPTCP_OPT": abi.EV_MPTCP_OPT, "EMPTCP_SCRATCH_SIZE": abi.SCRATCH_SIZE}
+              "EMPTCP_EV_MPTCP_OPT": abi.EV_MPTCP_OPT, "EMPTCP_SCRATCH_SIZE": abi.SCRATCH_SIZE,
+              "EMPTCP_EV_LOG": abi.EV_LOG, "EMPTCP_STAGES_PER_POLICY": abi.STAGES_PER_POLICY,
+              "EMPTCP_EVENTS_BYTES": abi.EVENTS_BYTES, "EMPTCP_SUBTYPE_ANY": abi.SUBTYPE_ANY}
     for c, v in consts.items():
         lines.append(f'_Static_assert({c} == {v}, "{c}");')
     idx = [(abi.policy_index(3, 31, 127), "EMPTCP_POLICY_IDX(3, 31, 127)"),
