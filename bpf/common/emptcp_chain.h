@@ -18,6 +18,13 @@
  *   MATCH             (selectors) set to non-zero when the packet matches
  *   EMPTCP_NEXT       statement: leave the body, continue the chain
  * A terminal action just returns a verdict (EMPTCP_DROP(ctx), ...).
+ *
+ * Verdicts (docs/abi.md "Verdicts"): what emptcp does not decide -- no policy
+ * matched, a chain that ends without a terminal action, a missed tail call, a
+ * bad context -- returns EMPTCP_NO_VERDICT: XDP_PASS on XDP, TC_ACT_UNSPEC
+ * (TCX_NEXT) on TC, so the programs after emptcp on a TCX hook still run.
+ * EMPTCP_PASS / EMPTCP_DROP / EMPTCP_REDIRECT are decisions (TC_ACT_OK ends
+ * the hook's program list).
  */
 #ifndef EMPTCP_CHAIN_H
 #define EMPTCP_CHAIN_H
@@ -95,7 +102,7 @@ emptcp_stage_stat(__u32 hook, __u32 pol, __u32 phase, __u32 stage)
 }
 
 /* A failed tail call is never silent: count it on the stage that should
- * have run and on the hook.  The caller then returns the pass verdict. */
+ * have run and on the hook.  The caller then returns "no verdict". */
 static __always_inline void emptcp_count_missed(const struct emptcp_ctx *c)
 {
 	__u32 hook = c->hook & EMPTCP_B1_HOOK_MASK;
@@ -365,7 +372,7 @@ static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_c
 	emptcp_tc_ctx_store(skb, c);
 	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[emptcp_stage_idx(c->cur)].slot));
 	emptcp_count_missed(c);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;	/* no decision: the next TCX program runs */
 }
 
 /* TC stages parse with direct packet access: make sure the headers are in
@@ -379,7 +386,7 @@ static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_en
 
 	emptcp_tc_ctx_load(skb, &e->c);
 	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0) {
-		/* the headers cannot be made linear (no memory): count it, pass */
+		/* the headers cannot be made linear (no memory): count it, no verdict */
 		emptcp_hook_count(e->c.hook & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_ERRORS);
 		return -1;
 	}
@@ -390,20 +397,24 @@ static __always_inline int emptcp_tc_sel_post(struct __sk_buff *skb, struct empt
 {
 	if (emptcp_sel_next(e, match) == EMPTCP_GO_TAIL)
 		return emptcp_tc_tail(skb, &e->c);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct emptcp_env *e)
 {
 	if (emptcp_act_next(e) == EMPTCP_GO_TAIL)
 		return emptcp_tc_tail(skb, &e->c);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* --------------------- hook-generic plugin macros ---------------------- */
 
 #define EMPTCP_IS_XDP(ctx) _Generic((ctx), struct xdp_md *: 1, struct __sk_buff *: 0)
+/* a decision: deliver the packet (on TC, TC_ACT_OK ends the TCX program list) */
 #define EMPTCP_PASS(ctx) _Generic((ctx), struct xdp_md *: XDP_PASS, struct __sk_buff *: TC_ACT_OK)
+/* no decision: XDP_PASS / TC_ACT_UNSPEC (TCX_NEXT: the next program on the hook runs) */
+#define EMPTCP_NO_VERDICT(ctx) \
+	_Generic((ctx), struct xdp_md *: XDP_PASS, struct __sk_buff *: TC_ACT_UNSPEC)
 #define EMPTCP_DROP(ctx) _Generic((ctx), struct xdp_md *: XDP_DROP, struct __sk_buff *: TC_ACT_SHOT)
 #define EMPTCP_REDIRECT(ctx, ifindex) bpf_redirect((ifindex), 0)	/* XDP_REDIRECT / TC_ACT_REDIRECT */
 #define EMPTCP_PRE(ctx, e, phase) \
@@ -421,7 +432,7 @@ static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct empt
 #define __EMPTCP_STAGE_PRE(phase) \
 	struct emptcp_env EMPTCP_ENV; \
 	if (EMPTCP_PRE(ctx, &EMPTCP_ENV, phase) < 0) \
-		return EMPTCP_PASS(ctx); \
+		return EMPTCP_NO_VERDICT(ctx); \
 	const __u8 PARAM __attribute__((unused)) = EMPTCP_ENV.imm; \
 	const __u8 *BLOB __attribute__((unused)) = EMPTCP_ENV.blob; \
 	void *data __attribute__((unused)) = EMPTCP_DATA(ctx); \

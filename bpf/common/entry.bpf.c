@@ -3,7 +3,9 @@
  * entry.bpf.c - the programs attached to interfaces.  Each one maps its
  * attachment to a hook id, snapshots the active generation (so a packet runs
  * one generation start to finish), writes the chain context for policy 0 and
- * tail-calls its first stage.  Anything unexpected -> pass verdict, counted.
+ * tail-calls its first stage.  What emptcp does not decide (not our hook, no
+ * policy matched, anything unexpected, counted) gets no verdict: XDP_PASS, or
+ * on TC TC_ACT_UNSPEC = TCX_NEXT so the programs after emptcp still run.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -75,9 +77,9 @@ static __always_inline int emptcp_tc_entry(struct __sk_buff *skb, __u32 kind)
 	int hook = emptcp_hook_of(skb->ifindex, kind);
 
 	if (hook < 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (!emptcp_start(&c, hook, kind))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	return emptcp_tc_tail(skb, &c);
 }
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 ABI_VERSION = 1
 
+#: where everything emptcp owns is pinned unless --pin-root / EMPTCP_PIN_ROOT says otherwise
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
+
 MAX_GEN = 4
 MAX_HOOKS = 32
 MAX_POLICIES = 128

@@ -61,6 +61,10 @@ CASES: list[tuple[str, str, str, int | None, str]] = [
      'mode = "native"\n' + pol(COUNT), "mode", 4, "xdp"),
     ("bad-xdp-mode", '[hooks.in]\ninterface = "veth0"\ntype = "xdp"\nmode = "turbo"\n'
      + pol(COUNT), "mode", 4, "turbo"),
+    ("position-on-xdp-hook", '[hooks.in]\ninterface = "veth0"\ntype = "xdp"\n'
+     'position = "first"\n' + pol(COUNT), "position", 4, "tc-ingress and tc-egress"),
+    ("bad-tc-position", '[hooks.in]\ninterface = "veth0"\ntype = "tc-ingress"\n'
+     'position = "middle"\n' + pol(COUNT), "position", 4, "'first'"),
     ("hook-without-interface", '[hooks.in]\ntype = "xdp"\n' + pol(COUNT), "interface", 1,
      "interface"),
     ("unknown-action", HOOK + pol('actions = [ { use = "teleport" } ]'), "actions", 8,

@@ -6,8 +6,6 @@ Everything runs in the real kernel through BPF_PROG_TEST_RUN.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -25,18 +23,21 @@ BUILTINS = ["ip_pair", "tcp4tuple", "tcp2tuple", "service", "mptcp_subtype", "pa
 
 XDP_PASS, XDP_DROP, XDP_REDIRECT = 2, 1, 4
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+#: TC_ACT_UNSPEC = TCX_NEXT: emptcp's "no verdict" on TC (the next TCX program runs)
+TC_NEXT = -1
 LO = 1  # test_run runs on the loopback device
 HOOK_XDP, HOOK_TC_IN, HOOK_TC_EG = 0, 1, 2
 
 
 @pytest.fixture(scope="session")
 def objdir(tmp_path_factory):
+    """The entry and built-in objects compiled from this checkout's bpf/, with the same
+    compiler and flags that build the shipped package (emptcp.build.compile)."""
+    from emptcp.build.compile import build_core_data
     require(os.geteuid() == 0, "needs root")
     out = str(tmp_path_factory.mktemp("bpfobj"))
-    proc = subprocess.run(["make", "-s", "-C", os.path.join(BPF, "actions"), f"OUT={out}"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    build_core_data(REPO, out)
+    return os.path.join(out, "bpf")
 
 
 @pytest.fixture(scope="session")

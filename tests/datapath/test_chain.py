@@ -12,11 +12,13 @@ from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, encode_ip
                                    encode_service, encode_set_recv_win, encode_tcp4tuple,
                                    encode_tcp2tuple)
 
-from .conftest import (HOOK_TC_EG, HOOK_TC_IN, HOOK_XDP, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP,
-                       XDP_PASS)
+from .conftest import (HOOK_TC_EG, HOOK_TC_IN, HOOK_XDP, TC_ACT_OK, TC_ACT_SHOT, TC_NEXT,
+                       XDP_DROP, XDP_PASS)
 from .helpers import ACT, SEL, apply, checksums_ok, run, stat, tcp4, tcp6
 
-KINDS = [("xdp", HOOK_XDP, XDP_PASS, XDP_DROP), ("tc-ingress", HOOK_TC_IN, TC_ACT_OK, TC_ACT_SHOT)]
+# pass_: the verdict of a packet emptcp does not decide (unmatched, or a chain
+# without a terminal action): XDP_PASS, and TCX_NEXT on TC (docs/abi.md "Verdicts")
+KINDS = [("xdp", HOOK_XDP, XDP_PASS, XDP_DROP), ("tc-ingress", HOOK_TC_IN, TC_NEXT, TC_ACT_SHOT)]
 
 
 def two_policies(hook, kind):
@@ -137,7 +139,7 @@ def test_local_remote_direction_on_tc(dp):
     apply(dp, 1, [HookPolicies(HOOK_TC_EG, "tc-egress", pol),
                   HookPolicies(HOOK_TC_IN, "tc-ingress", pol)])
     assert run(dp, "tc-egress", tcp4()).retval == TC_ACT_SHOT
-    assert run(dp, "tc-ingress", tcp4()).retval == TC_ACT_OK
+    assert run(dp, "tc-ingress", tcp4()).retval == TC_NEXT
 
 
 def test_ipv6_ip_pair_and_mptcp_subtype(dp):
@@ -148,3 +150,35 @@ def test_ipv6_ip_pair_and_mptcp_subtype(dp):
     assert run(dp, "xdp", tcp6(options=[mp_prio])).retval == XDP_DROP
     assert run(dp, "xdp", tcp6(options=[(30, b"\x20\x00")])).retval == XDP_PASS
     assert run(dp, "xdp", tcp6()).retval == XDP_PASS
+
+
+@pytest.mark.parametrize("kind,hook", [("tc-ingress", HOOK_TC_IN), ("tc-egress", HOOK_TC_EG)])
+def test_tc_verdicts_decided_and_undecided(dp, kind, hook):
+    """On TC only a terminal action decides; everything else is TCX_NEXT."""
+    apply(dp, 1, [HookPolicies(hook, kind, [
+        PolicySpec([StageRef("service", encode_service([7]))], [StageRef("count"), StageRef("pass")]),
+        PolicySpec([StageRef("service", encode_service([9]))], [StageRef("drop")]),
+        PolicySpec([StageRef("service", encode_service([80]))], [StageRef("count")]),
+    ])])
+    assert run(dp, kind, tcp4(dport=7)).retval == TC_ACT_OK       # pass: a decision
+    assert run(dp, kind, tcp4(dport=9)).retval == TC_ACT_SHOT     # drop
+    assert run(dp, kind, tcp4(dport=80)).retval == TC_NEXT        # chain ends, no verdict
+    assert run(dp, kind, tcp4(dport=443)).retval == TC_NEXT       # no policy matched
+    hs = dp.hook_stats(hook)
+    assert hs["matched"] == 3 and hs["unmatched"] == 1
+
+
+@pytest.mark.parametrize("kind,hook,undecided", [("xdp", HOOK_XDP, XDP_PASS),
+                                                 ("tc-ingress", HOOK_TC_IN, TC_NEXT)])
+def test_missed_tail_call_is_no_verdict(dp, kind, hook, undecided):
+    """A stage that cannot run decides nothing: on TC the next program still runs."""
+    t = "xdp" if kind == "xdp" else "tc"
+    apply(dp, 1, [HookPolicies(hook, kind, [PolicySpec([], [StageRef("count"), StageRef("pass")])])])
+    key = abi.prog_key(1, dp.slots[("pass", t)]).to_bytes(4, "little")
+    progs = dp.maps[PROG_ARRAYS[t]]
+    progs.delete(key)
+    try:
+        assert run(dp, kind, tcp4()).retval == undecided
+        assert dp.hook_stats(hook)["missed_tail_calls"] == 1
+    finally:
+        progs.put(key, dp.stages[("pass", t)].fd.to_bytes(4, "little"))

@@ -16,11 +16,12 @@ from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, encode_ip
 
 from emptcp.errors import BpfError
 
-from .conftest import HOOK_TC_IN, HOOK_XDP, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT
+from .conftest import (HOOK_TC_IN, HOOK_XDP, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_NEXT,
+                       XDP_DROP, XDP_PASS, XDP_REDIRECT)
 from .helpers import apply, checksums_ok, run, tcp4, tcp6
 
 VERDICTS = {"xdp": {XDP_PASS, XDP_DROP, XDP_REDIRECT},
-            "tc-ingress": {TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT}}
+            "tc-ingress": {TC_NEXT, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT}}
 
 ANY4 = encode_ip_pair("0.0.0.0/0", "0.0.0.0/0")
 # one chain that touches every built-in: selectors joined by OR so a packet

@@ -24,7 +24,8 @@ from ..datapath.helpers import checksums_ok, tcp_len_consistent  # noqa: E402
 emptcp_mptcp = pytest.importorskip("emptcp_mptcp")
 
 KINDS = ["xdp", "tc-ingress", "tc-egress"]
-PASS = {"xdp": 2, "tc-ingress": 0, "tc-egress": 0}
+# a chain without a terminal action decides nothing: XDP_PASS, TCX_NEXT (-1) on TC
+PASS = {"xdp": 2, "tc-ingress": -1, "tc-egress": -1}
 DSS = (30, bytes([0x20, 0x01]) + b"\0" * 4)                    # DSS, DATA_ACK (4 bytes): 8 bytes
 ADD_ADDR_ECHO = (30, bytes([0x31, 0x02]) + bytes([10, 0, 1, 2]))  # ADD_ADDR, E=1, id 2
 MP_CAPABLE_SYN = (30, bytes([0x01, 0x81]))                    # MP_CAPABLE v1 on a SYN

@@ -184,12 +184,16 @@ extern "Python" void emptcp_py_perf_sample(void *ctx, int cpu, void *data, __u32
 extern "Python" void emptcp_py_perf_lost(void *ctx, int cpu, __u64 cnt);
 void emptcp_install_print(void);
 void emptcp_set_print_level(int level);
+int emptcp_bpf_syscall(int cmd, void *attr, unsigned int size);
 """
 
 SOURCE = r"""
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 
@@ -230,6 +234,16 @@ static int emptcp_print_shim(enum libbpf_print_level level, const char *fmt, va_
 static void emptcp_install_print(void)
 {
     libbpf_set_print(emptcp_print_shim);
+}
+
+/* The bpf(2) syscall for commands or attributes this libbpf predates (the
+ * system libbpf 1.1 has no TCX fields in bpf_link_create_opts and no link ids
+ * in bpf_prog_query_opts).  Returns the result, or -errno. */
+static int emptcp_bpf_syscall(int cmd, void *attr, unsigned int size)
+{
+    long rc = syscall(__NR_bpf, cmd, attr, size);
+
+    return rc < 0 ? -errno : (int)rc;
 }
 """
 

@@ -8,6 +8,8 @@ clsact filters (:mod:`emptcp.bpf.tc`).
 from __future__ import annotations
 
 import socket
+import struct
+from dataclasses import dataclass
 
 from ..errors import NotFoundError, error_from_errno
 from .fdobject import FdObject
@@ -15,11 +17,17 @@ from .info import LinkInfo, fd_by_id, link_info
 from .libbpf import check, ffi, lib
 from .programs import Program
 
-__all__ = ["Link", "XdpMode", "attach_xdp", "attach_tcx", "xdp_attach", "xdp_detach",
-           "xdp_query", "ifindex"]
+__all__ = ["Link", "XdpMode", "attach_xdp", "attach_tcx", "tcx_query", "TcxEntry",
+           "TCX_POSITIONS", "xdp_attach", "xdp_detach", "xdp_query", "ifindex"]
 
 BPF_XDP = 37
 BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47
+BPF_PROG_QUERY, BPF_LINK_CREATE = 16, 28
+BPF_F_BEFORE, BPF_F_AFTER = 1 << 3, 1 << 4
+#: where a TCX program goes among the hook's programs: attach flags (no anchor =
+#: the very front / the very end of the list)
+TCX_POSITIONS = {"first": BPF_F_BEFORE, "last": BPF_F_AFTER}
+_TCX = {"ingress": BPF_TCX_INGRESS, "egress": BPF_TCX_EGRESS}
 _NET = ("CAP_NET_ADMIN",)
 
 
@@ -103,10 +111,76 @@ def attach_xdp(prog: Program, iface: str | int, mode: str | int | None = None) -
     return _link_create(prog, ifindex(iface), BPF_XDP, XdpMode.parse(mode), "XDP attach")
 
 
-def attach_tcx(prog: Program, iface: str | int, direction: str = "ingress") -> Link:
-    """Attach a SCHED_CLS program to TC ingress/egress through a TCX link (kernel >= 6.6)."""
-    kind = {"ingress": BPF_TCX_INGRESS, "egress": BPF_TCX_EGRESS}[direction]
-    return _link_create(prog, ifindex(iface), kind, 0, f"TCX {direction} attach")
+def _tcx_kind(direction: str) -> int:
+    try:
+        return _TCX[direction]
+    except KeyError:
+        raise ValueError(f"TCX direction must be 'ingress' or 'egress', not {direction!r}") \
+            from None
+
+
+def attach_tcx(prog: Program, iface: str | int, direction: str = "ingress",
+               position: str = "last") -> Link:
+    """Attach a SCHED_CLS program to TC ingress/egress through a TCX link (kernel >= 6.6).
+
+    ``position`` places it among the programs already on that hook: ``"first"``
+    (``BPF_F_BEFORE``, no anchor) or ``"last"`` (``BPF_F_AFTER``). A program
+    returning ``TC_ACT_UNSPEC`` (TCX_NEXT) hands the packet to the next one;
+    any other verdict ends the list.
+    """
+    kind = _tcx_kind(direction)
+    if position not in TCX_POSITIONS:
+        raise ValueError(f"TCX position must be 'first' or 'last', not {position!r}")
+    target = ifindex(iface)
+    # libbpf 1.1 predates the tcx fields of bpf_link_create_opts: build the
+    # bpf_attr ourselves (link_create: prog_fd, target_ifindex, attach_type,
+    # flags, tcx.relative_fd, pad, tcx.expected_revision)
+    attr = ffi.new("char[]", 32)
+    struct.pack_into("IIIIIIQ", ffi.buffer(attr), 0, prog.fd, target, kind,
+                     TCX_POSITIONS[position], 0, 0, 0)
+    rc = lib.emptcp_bpf_syscall(BPF_LINK_CREATE, attr, 32)
+    if rc < 0:
+        raise error_from_errno("bpf_link_create", rc, f"TCX {direction} attach ({position}) of "
+                               f"program '{prog.name}' on ifindex {target}",
+                               privilege=("CAP_NET_ADMIN", "CAP_BPF"))
+    return Link(rc)
+
+
+@dataclass(frozen=True)
+class TcxEntry:
+    """One program on a TCX hook, in run order: its id and its link's (0 = no link)."""
+    prog_id: int
+    link_id: int
+
+
+def tcx_query(iface: str | int, direction: str = "ingress") -> list[TcxEntry]:
+    """The programs on an interface's TCX ingress/egress hook, in the order they run."""
+    kind = _tcx_kind(direction)
+    target = ifindex(iface)
+    count = 0
+    for _ in range(4):  # the list may grow between the two calls
+        progs = ffi.new("__u32[]", max(count, 1))
+        links = ffi.new("__u32[]", max(count, 1))
+        attr = ffi.new("char[]", 64)
+        # query: target_ifindex, attach_type, query_flags, attach_flags, prog_ids,
+        # count, pad, prog_attach_flags, link_ids, link_attach_flags, revision
+        struct.pack_into("IIIIQIIQQQQ", ffi.buffer(attr), 0, target, kind, 0, 0,
+                         int(ffi.cast("uintptr_t", progs)) if count else 0, count, 0, 0,
+                         int(ffi.cast("uintptr_t", links)) if count else 0, 0, 0)
+        rc = lib.emptcp_bpf_syscall(BPF_PROG_QUERY, attr, 64)
+        if rc == -28 or (rc == 0 and count == 0):  # ENOSPC: grew meanwhile; or sizing call
+            got = struct.unpack_from("I", ffi.buffer(attr), 24)[0]
+            if got == 0:
+                return []
+            count = got + 4
+            continue
+        if rc == -2:  # ENOENT: nothing was ever attached there
+            return []
+        check("bpf_prog_query", rc, f"TCX {direction} of ifindex {target}", privilege=_NET)
+        n = struct.unpack_from("I", ffi.buffer(attr), 24)[0]
+        return [TcxEntry(progs[i], links[i]) for i in range(n)]
+    raise error_from_errno("bpf_prog_query", 28, f"TCX {direction} of ifindex {target} keeps "
+                           "changing")
 
 
 def xdp_attach(iface: str | int, prog: Program, mode: str | int | None = None,

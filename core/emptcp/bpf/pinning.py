@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Iterator, Mapping
@@ -81,6 +80,7 @@ class ObjectDescription:
 
     @classmethod
     def from_toml(cls, path: str) -> "ObjectDescription":
+        import tomllib   # only descriptions read from files need the TOML parser
         with open(path, "rb") as f:
             try:
                 data = tomllib.load(f)

@@ -11,6 +11,7 @@ File format (see README "Configuration")::
     interface = "veth0"
     type = "xdp"                # xdp | tc-ingress | tc-egress
     mode = "native"             # xdp only: native | generic
+    position = "first"          # tc hooks only: first | last (default) among TCX programs
 
     [services]
     web = [80, 443, "8000-8080"]
@@ -42,9 +43,10 @@ __all__ = ["load_file", "parse_text", "resolve", "Resolved", "ResolvedHook", "Re
            "ResolvedStage", "LIMITS"]
 
 _TOP = {"hooks", "services", "policy"}
-_HOOK_KEYS = {"interface", "type", "mode"}
+_HOOK_KEYS = {"interface", "type", "mode", "position"}
 _POLICY_KEYS = {"name", "hook", "priority", "selectors", "actions"}
 _XDP_MODES = ("native", "generic")
+_TC_POSITIONS = ("first", "last")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -167,7 +169,7 @@ def from_dict(data: dict[str, Any], loc: _Locator) -> Config:
         _expect(bool(_NAME.match(name)), loc, f"bad hook name {name!r}", "hooks", name)
         bad = set(h) - _HOOK_KEYS
         _expect(not bad, loc, f"unknown key(s) {', '.join(sorted(bad))} (expected: interface, "
-                "type, mode)", "hooks", name, sorted(bad)[0] if bad else "")
+                "type, mode, position)", "hooks", name, sorted(bad)[0] if bad else "")
         _expect(isinstance(h.get("interface"), str) and h.get("interface") != "", loc,
                 "needs 'interface' (a network interface name)", "hooks", name, "interface")
         htype = h.get("type", "xdp")
@@ -178,7 +180,14 @@ def from_dict(data: dict[str, Any], loc: _Locator) -> Config:
             _expect(htype == "xdp", loc, "'mode' applies to xdp hooks only", "hooks", name, "mode")
             _expect(mode in _XDP_MODES, loc, f"unknown XDP mode {mode!r} (native or generic)",
                     "hooks", name, "mode")
-        cfg.hooks[name] = Hook(name, h["interface"], htype, mode)
+        position = h.get("position")
+        if position is not None:
+            _expect(htype != "xdp", loc, "'position' applies to tc-ingress and tc-egress hooks "
+                    "only (an XDP hook has one program per interface)", "hooks", name, "position")
+            _expect(position in _TC_POSITIONS, loc, f"unknown position {position!r}: 'first' "
+                    "(before every TCX program on the hook) or 'last' (after them; default)",
+                    "hooks", name, "position")
+        cfg.hooks[name] = Hook(name, h["interface"], htype, mode, position)
     services = data.get("services", {})
     _expect(isinstance(services, dict), loc, "must be a table of name = [ports]", "services")
     for name, ports in services.items():
@@ -265,6 +274,7 @@ class ResolvedHook:
     type: str
     mode: str | None
     policies: list[ResolvedPolicy] = field(default_factory=list)
+    position: str | None = None   # tc hooks: "first" | "last"; None on xdp
 
 
 @dataclass
@@ -276,7 +286,7 @@ class Resolved:
         """A JSON-able description: what status shows and what re-apply compares."""
         return {"hooks": [
             {"name": h.name, "interface": h.interface, "ifindex": h.ifindex, "type": h.type,
-             "mode": h.mode,
+             "mode": h.mode, "position": h.position,
              "policies": [{"name": p.name, "priority": p.priority,
                            "selectors": [s.describe() for s in p.selectors],
                            "actions": [a.describe() for a in p.actions]} for p in h.policies]}
@@ -318,7 +328,16 @@ def resolve(cfg: Config, stages: Mapping[str, StageSpec], loc: _Locator | None =
         _expect(other is None, loc, f"hook '{other}' already attaches {h.type} to "
                 f"{h.interface}", "hooks", h.name)
         seen[(h.interface, h.type)] = h.name
-        hooks[h.name] = ResolvedHook(h.name, h.interface, ifindex, h.type, h.mode)
+        position = getattr(h, "position", None)
+        if h.type != "xdp":
+            _expect(position in (None, *_TC_POSITIONS), loc, f"unknown position {position!r}: "
+                    "'first' or 'last'", "hooks", h.name, "position")
+            position = position or "last"
+        else:
+            _expect(position is None, loc, "'position' applies to tc-ingress and tc-egress "
+                    "hooks only", "hooks", h.name, "position")
+        hooks[h.name] = ResolvedHook(h.name, h.interface, ifindex, h.type, h.mode,
+                                     position=position)
     order = sorted(range(len(cfg.policies)), key=lambda i: cfg.policies[i].priority)
     for i in order:
         p = cfg.policies[i]

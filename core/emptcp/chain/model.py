@@ -133,6 +133,7 @@ class Hook:
     interface: str
     type: str                      # xdp | tc-ingress | tc-egress
     mode: str | None = None        # xdp: native | generic
+    position: str | None = None    # tc: first | last among the hook's TCX programs
 
 
 @dataclass
@@ -153,8 +154,9 @@ class Config:
         self.policies: list[Policy] = []
 
     def hook(self, name: str, interface: str, type: str = "xdp",
-             mode: str | None = None) -> "Config":
-        self.hooks[name] = Hook(name, interface, type, mode)
+             mode: str | None = None, position: str | None = None) -> "Config":
+        """Add a named hook (``position``: tc hooks only, ``"first"`` or ``"last"``)."""
+        self.hooks[name] = Hook(name, interface, type, mode, position)
         return self
 
     def service(self, name: str, ports: list[Any]) -> "Config":
@@ -174,7 +176,8 @@ class Config:
         out: dict[str, Any] = {}
         if self.hooks:
             out["hooks"] = {h.name: {k: v for k, v in (("interface", h.interface),
-                                                       ("type", h.type), ("mode", h.mode))
+                                                       ("type", h.type), ("mode", h.mode),
+                                                       ("position", h.position))
                                      if v is not None}
                             for h in self.hooks.values()}
         if self.services:

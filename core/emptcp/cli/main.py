@@ -11,9 +11,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import plugin_commands
+from . import operations, plugin_commands
 from .. import __version__
-from ..runtime.engine import DEFAULT_PIN_ROOT
+from ..abi import DEFAULT_PIN_ROOT
 from ..errors import ConfigError, EmptcpError, PluginError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -28,7 +28,12 @@ examples:
   emptcp status --json                       hooks, policies, per-stage counters
   emptcp events --json                       stream data-path events
   emptcp detach --all                        remove everything emptcp attached and pinned
+  emptcp run --metrics :9436 policy.toml     apply, serve events and Prometheus metrics
+  emptcp exporter --listen 127.0.0.1:9436    only the metrics (any process may apply)
   emptcp demo                                see emptcp steer a real MPTCP connection
+
+Plugins may add commands (`emptcp plugins` lists the installed plugins); they
+are loaded only when such a command is used.
 """
 
 
@@ -44,7 +49,10 @@ def _pin_root(p: argparse.ArgumentParser) -> None:
                         "env EMPTCP_PIN_ROOT)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; ``with_plugins`` adds the commands plugins provide, which
+    means discovering and importing the installed plugins (skipped for core commands
+    and ``--help``, to keep start-up short)."""
     parser = argparse.ArgumentParser(
         prog="emptcp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Policy chains of small eBPF programs on XDP and TC hooks, "
@@ -84,12 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     _pin_root(p)
 
     p = sub.add_parser("run", help="apply FILE and stay in the foreground serving event "
-                       "handlers (e.g. add_subflow)")
-    p.add_argument("file")
+                       "handlers (e.g. add_subflow); --watch re-applies on change",
+                       description="Apply FILE and stay in the foreground: serve plugin event "
+                       "handlers, re-apply FILE on SIGHUP (and with --watch whenever its "
+                       "content changes: in-place writes, editors' write-and-rename, "
+                       "Kubernetes ConfigMap symlink swaps). A new file that is invalid or "
+                       "refused by the kernel is logged with file:line and counted "
+                       "(emptcp_apply_failures_total); the running generation stays.")
+    p.add_argument("file", help="the policy file (TOML) to apply and, with --watch, to follow")
+    p.add_argument("--watch", action="store_true",
+                   help="re-apply FILE whenever its content changes (checked every 0.1 s)")
     p.add_argument("--on-exit", choices=("keep", "detach"), default="detach",
                    help="on SIGTERM/SIGINT keep the configuration or detach it "
                         "(default: %(default)s)")
     p.add_argument("--timeout", type=float, default=0, help="exit after S seconds")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics (counters as in "
+                        "`status`, plus this process's applies; see `emptcp exporter -h`)")
     _pin_root(p)
 
     p = sub.add_parser("demo", help="build a two-path MPTCP rig in namespaces, apply a "
@@ -100,12 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     plugin_commands.add_parsers(sub)
-    try:
-        for err in plugin_manager().add_commands(sub):
-            logging.getLogger("emptcp").warning("%s", err)
-    except Exception as e:  # a plugin's broken CLI must not break the core's
-        logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
+    operations.add_parsers(sub)
+    if with_plugins:
+        try:
+            for err in plugin_manager().add_commands(sub):
+                logging.getLogger("emptcp").warning("%s", err)
+        except Exception as e:  # a plugin's broken CLI must not break the core's
+            logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word: the first argument that is not an option (top-level options
+    take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 # ---- commands ----------------------------------------------------------------
@@ -131,8 +158,8 @@ def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..runtime.api import status
-    st = status(args.pin_root)
+    from ..runtime.engine import Engine   # reading needs no configuration layer
+    st = Engine(args.pin_root).status()
     if args.json:
         print(json.dumps(st, indent=2))
         return EXIT_OK
@@ -148,7 +175,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for h in st["hooks"]:
         c = h["counters"]
         att = f"link {h['attached']['link_id']}" if h["attached"] else "NOT ATTACHED"
+        tcx = (h["attached"] or {}).get("tcx")
+        if tcx and tcx.get("index") is not None:
+            att += f", runs {tcx['index'] + 1} of {tcx['count']} TCX programs"
         mode = f" ({h['mode']})" if h.get("mode") else ""
+        if h.get("position"):
+            mode = f" (position {h['position']})"
         print(f"\nhook {h['name']}: {h['type']}{mode} on {h['interface']} "
               f"(ifindex {h['ifindex']}, {att})")
         print(f"  packets {c['packets']}  matched {c['matched']}  unmatched {c['unmatched']}  "
@@ -226,10 +258,25 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.api import apply, detach
+    from ..runtime.metrics import RunStats, parse_listen
+    from ..runtime.watch import ConfigWatcher, file_digest
     plugins = plugin_manager()
-    result = apply(args.file, args.pin_root, plugins=plugins)
+    if args.metrics:
+        parse_listen(args.metrics)  # a bad address is bad input: refuse before applying
+    run_stats = RunStats()
+    applied = file_digest(args.file)
+    with run_stats.apply() as out:
+        result = apply(args.file, args.pin_root, plugins=plugins)
+        out["changed"] = result.changed
     print(f"applied generation {result.generation}" if result.changed else result.summary[0],
           flush=True)
+    server = operations.start_metrics(args.metrics, args.pin_root, run_stats) \
+        if args.metrics else None
+    # --watch: re-apply on every change of the file; SIGHUP: re-apply now (always)
+    watcher = ConfigWatcher(args.file, operations.reloader(args.file, args.pin_root, plugins,
+                                                           run_stats),
+                            poll=args.watch, applied=applied)
+    watcher.start()
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -237,6 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stopping = True
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda *_: watcher.request())
     deadline = time.monotonic() + args.timeout if args.timeout else None
     log = logging.getLogger("emptcp.run")
 
@@ -247,6 +295,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _event_loop(args.pin_root, handle,
                     lambda: stopping or bool(deadline and time.monotonic() > deadline))
     finally:
+        watcher.stop()      # no reload may run after (or during) the detach below
+        watcher.join()
+        if server is not None:
+            server.shutdown()
         if args.on_exit == "detach":
             detach(pin_root=args.pin_root, all=True)
             print("detached", flush=True)
@@ -268,17 +320,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "apply": cmd_apply, "plan": lambda a: cmd_apply(a, dry_run=True), "status": cmd_status,
     "detach": cmd_detach, "events": cmd_events, "run": cmd_run, "demo": cmd_demo,
 }
+#: commands of the core (no plugin discovery needed to parse them)
+CORE_COMMANDS = (frozenset(COMMANDS) | frozenset(plugin_commands.COMMAND_NAMES)
+                 | frozenset(operations.COMMAND_NAMES))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser(with_plugins=command is not None and command not in CORE_COMMANDS)
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="emptcp: %(levelname)s: %(message)s")
     if args.verbose < 2:
         logging.getLogger("emptcp.bpf.libbpf").setLevel(logging.ERROR)
-    from ..bpf.libbpf import sync_print_level
-    sync_print_level()  # -vv: let libbpf's debug lines through
+    if "emptcp.bpf.libbpf" in sys.modules:  # else it reads the level when first imported
+        sys.modules["emptcp.bpf.libbpf"].sync_print_level()  # -vv: libbpf's debug lines
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -101,7 +101,8 @@ class ChainHarness:
         ``kind``: ``"xdp"``, ``"tc-ingress"`` or ``"tc-egress"``. ``kw`` goes to
         :meth:`emptcp.Program.test_run` (``repeat=``, ``ctx=``, ``meta=``,
         ``out_size=``...). Returns an :class:`emptcp.TestRunResult`: ``retval``
-        (XDP_DROP 1, XDP_PASS 2; TC_ACT_OK 0, TC_ACT_SHOT 2), ``data`` (the
+        (XDP_DROP 1, XDP_PASS 2; TC_ACT_OK 0, TC_ACT_SHOT 2, TC_ACT_UNSPEC -1 when
+        the chain decided nothing -- docs/abi.md "Verdicts"), ``data`` (the
         packet after the chain, XDP metadata excluded), ``meta`` (the XDP
         metadata: the chain context), ``ctx``, ``cb`` (TC: skb->cb).
         """

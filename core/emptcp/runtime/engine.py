@@ -23,13 +23,13 @@ import shutil
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import builtin_object
-from ..chain.compiler import HookPolicies, PolicySpec, StageRef
-from ..chain.config import Resolved, ResolvedStage
+from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS,
+                   SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..errors import EmptcpError, NotFoundError, VerifierError
-from ..bpf.links import Link, attach_tcx, attach_xdp
+from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
 from ..bpf.maps import Map, MapType
 from ..bpf.objects import Object, ObjectSpec
 from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
@@ -37,13 +37,13 @@ from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
 from .rcu import wait_grace_period
-from ..abi import (ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS, SHARED_MAPS,
-                   STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..chain.stages import HOOK_TYPE, StageSpec
+
+if TYPE_CHECKING:  # the configuration layer is needed to apply, not to read status
+    from ..chain.config import Resolved, ResolvedStage
 
 __all__ = ["DEFAULT_PIN_ROOT", "Engine", "ApplyResult", "StageLoadError"]
 
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
 KIND = KINDS
 #: a generation deactivated longer ago than this has certainly seen an RCU grace
 #: period (they take milliseconds); a more recent one is retired by waiting for one
@@ -157,6 +157,7 @@ class Engine:
             return ApplyResult(bool(summary), current[0] if current else -1, summary)
         created: list[str] = []      # pins this apply made; removed if it fails
         attached: list[str] = []     # link pins this apply made
+        moved: list[tuple[str, str]] = []  # (link pin, previous position) re-placed links
         new_hook_keys: list[bytes] = []
         loaded: list[Object] = []
         stack = contextlib.ExitStack()
@@ -185,12 +186,13 @@ class Engine:
             write_meta(self.pins.gen(gen), doc)
             created.append(self.pins.gen(gen))
             self._progress("attach")
-            self._attach(resolved, entry, attached)
+            self._attach(resolved, entry, attached, old, moved)
             self._progress("flip")
             writer.flip(gen)
         except BaseException:
             stack.close()
             self._rollback(created, attached, new_hook_keys, old)
+            self._unmove(moved)
             raise
         finally:
             for o in loaded:
@@ -318,6 +320,8 @@ class Engine:
     def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
                       slots: dict[tuple[str, str], int], hook_ids: dict[str, int]) -> Written:
         """Fill the policy and parameter tables of ``gen``; return the keys written."""
+        from ..chain.compiler import HookPolicies, PolicySpec, StageRef
+
         def ref(s: ResolvedStage) -> StageRef:
             return StageRef(s.spec.name, s.encoded, s.op)
         uid = iter(range(1, 1 << 16))
@@ -328,7 +332,11 @@ class Engine:
                  for h in resolved.hooks.values()]
         return writer.write(gen, hooks, slots)
 
-    def _attach(self, resolved: Resolved, entry: Object, attached: list[str]) -> None:
+    def _attach(self, resolved: Resolved, entry: Object, attached: list[str],
+                old: dict[str, Any] | None = None,
+                moved: list[tuple[str, str]] | None = None) -> None:
+        was = {(h["ifindex"], h["type"]): h.get("position") or "last"
+               for h in (old or {}).get("resolved", {}).get("hooks", []) if h["type"] != "xdp"}
         os.makedirs(self.pins.links, exist_ok=True)
         for h in resolved.hooks.values():
             path = self.pins.link(h.type, h.interface)
@@ -336,16 +344,47 @@ class Engine:
                 with Link.from_pin(path) as link:
                     info = link.info
                 if info.ifindex == h.ifindex:
+                    before = was.get((h.ifindex, h.type), h.position)
+                    if h.type != "xdp" and before != h.position:
+                        self._place_tcx(path, h.type, h.position)  # type: ignore[arg-type]
+                        if moved is not None:
+                            moved.append((path, before))  # type: ignore[arg-type]
                     continue
                 os.unlink(path)  # a defunct link (interface gone or renamed)
             prog = entry.programs[ENTRY_PROGRAMS[h.type]]
             if h.type == "xdp":
                 link = attach_xdp(prog, h.ifindex, h.mode)
             else:
-                link = attach_tcx(prog, h.ifindex, h.type.split("-", 1)[1])
+                link = attach_tcx(prog, h.ifindex, h.type.split("-", 1)[1],
+                                  h.position or "last")
             with link:
                 link.pin(path)
             attached.append(path)
+
+    def _place_tcx(self, path: str, hook_type: str, position: str) -> None:
+        """Move emptcp's TCX link to the front or the end of the hook's programs.
+
+        A link cannot move: it is detached and the same entry program attached
+        again at the new place. Between the two, for microseconds, packets do
+        not run emptcp; the other order would run every packet through emptcp
+        twice (actions applied twice), which is worse.
+        """
+        with Link.from_pin(path) as link:
+            prog = Program.from_id(link.info.prog_id)
+            with prog:
+                ifindex = link.info.ifindex
+                link.detach()
+                unpin(path)
+                new = attach_tcx(prog, ifindex, hook_type.split("-", 1)[1], position)
+                with new:
+                    new.pin(path)
+
+    def _unmove(self, moved: list[tuple[str, str]]) -> None:
+        """Rollback of :meth:`_place_tcx`: put re-placed links back where they were."""
+        for path, position in reversed(moved):
+            with contextlib.suppress(EmptcpError, OSError):
+                hook_type = os.path.basename(path).split("@", 1)[0]
+                self._place_tcx(path, hook_type, position)
 
     def _rollback(self, created: list[str], attached: list[str], new_hook_keys: list[bytes],
                   old: dict[str, Any] | None) -> None:
@@ -455,6 +494,8 @@ class Engine:
                     with Link.from_pin(link_path) as link:
                         i = link.info
                         attached = {"link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
+                    if h["type"] != "xdp":
+                        attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
                 entry = dict(h, hook_id=hid, attached=attached,
                              counters=dict(zip(("packets", "matched", "unmatched",
                                                 "missed_tail_calls", "errors"), hs)))
@@ -524,6 +565,16 @@ def stage_context(resolved: Resolved, path: str, uses: list[tuple[str, StageSpec
                              f"{', '.join(users) or '-'}: {what}:\n{tail}", e) from e
 
 
+def _tcx_order(ifindex: int, hook_type: str, link_id: int) -> dict[str, Any] | None:
+    """Where emptcp's link runs among the TCX programs of its hook (0 = first)."""
+    try:
+        progs = tcx_query(ifindex, hook_type.split("-", 1)[1])
+    except (EmptcpError, OSError):
+        return None
+    index = next((n for n, p in enumerate(progs) if p.link_id == link_id), None)
+    return {"index": index, "count": len(progs), "prog_ids": [p.prog_id for p in progs]}
+
+
 def diff_summary(old: dict[str, Any] | None, new: Resolved) -> list[str]:
     """Human lines saying what an apply changes, hook by hook and policy by policy."""
     before = {h["name"]: h for h in (old or {}).get("resolved", {}).get("hooks", [])}
@@ -536,6 +587,9 @@ def diff_summary(old: dict[str, Any] | None, new: Resolved) -> list[str]:
         elif a is None:
             lines.append(f"- hook {name}: {b['type']} on {b['interface']}")
             continue
+        elif a["type"] != "xdp" and (b.get("position") or "last") != a["position"]:
+            lines.append(f"~ hook {name}: position {b.get('position') or 'last'} -> "
+                         f"{a['position']} among the TCX programs on {a['interface']}")
         bp = {p["name"]: p for p in (b or {}).get("policies", [])}
         ap = {p["name"]: p for p in a["policies"]}  # type: ignore[index]
         for pname in [p["name"] for p in a["policies"]] + sorted(set(bp) - set(ap)):  # type: ignore[index]

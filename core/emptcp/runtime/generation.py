@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .. import abi
-from ..chain.compiler import HookPolicies, compile_generation, hook_type
 from ..bpf.maps import Map
 from ..errors import EmptcpError, NotFoundError
+
+if TYPE_CHECKING:
+    from ..chain.compiler import HookPolicies
 
 __all__ = ["GenerationWriter", "Written", "PROG_ARRAYS"]
 
@@ -117,6 +119,7 @@ class GenerationWriter:
         """Compile ``hooks`` (:mod:`emptcp.chain.compiler`, the one place that knows the
         table bytes) and write ``gen``'s policies and parameter blobs; return what was
         written. ``slots`` is what :meth:`install` returned."""
+        from ..chain.compiler import compile_generation   # not needed to read counters
         tables = compile_generation(gen, list(hooks), {(n, t): s for (t, n), s in slots.items()})
         if tables.params:
             self.maps["emptcp_params"].update_batch([(_u32(k), v) for k, v in tables.params.items()])
@@ -138,7 +141,8 @@ class GenerationWriter:
     # ---- hooks -----------------------------------------------------------------
     def set_hook(self, ifindex: int, kind: str, hook_id: int) -> bytes:
         """Route (ifindex, kind) to ``hook_id``; returns the raw key (to delete it)."""
-        hook_type(kind)
+        if kind not in abi.KINDS:
+            raise ValueError(f"unknown hook kind {kind!r} (expected one of {', '.join(abi.KINDS)})")
         key = abi.HOOK_KEY.pack(ifindex, abi.KINDS[kind])
         self.maps["emptcp_hooks"].put(key, abi.HOOK_VAL.pack(hook_id))
         return key

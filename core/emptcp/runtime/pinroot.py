@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -65,13 +64,11 @@ class _Statfs(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def fs_magic(path: str) -> int:
     """The filesystem type (statfs f_type) of ``path``."""
+    libc = ctypes.CDLL(None, use_errno=True)   # the C library already loaded in this process
     buf = _Statfs()
-    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return buf.f_type & 0xFFFFFFFF

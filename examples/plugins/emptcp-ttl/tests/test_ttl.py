@@ -17,10 +17,12 @@ from emptcp.stages import validate_params  # noqa: E402
 
 import emptcp_ttl  # noqa: E402
 
-XDP_DROP, XDP_PASS, TC_ACT_OK, TC_ACT_SHOT = 1, 2, 0, 2
+# keep: a chain that ends without a terminal action decides nothing -- XDP_PASS,
+# and TC_ACT_UNSPEC (TCX_NEXT: the next program on the hook runs) on TC
+XDP_DROP, XDP_PASS, TC_ACT_UNSPEC, TC_ACT_SHOT = 1, 2, -1, 2
 KINDS = [("xdp", XDP_DROP, XDP_PASS),
-         ("tc-ingress", TC_ACT_SHOT, TC_ACT_OK),
-         ("tc-egress", TC_ACT_SHOT, TC_ACT_OK)]
+         ("tc-ingress", TC_ACT_SHOT, TC_ACT_UNSPEC),
+         ("tc-egress", TC_ACT_SHOT, TC_ACT_UNSPEC)]
 
 
 def v4(ttl, l4="icmp", options=False):
