@@ -18,7 +18,6 @@ BPF = os.path.join(REPO, "bpf")
 from emptcp import abi  # noqa: E402
 from emptcp.runtime.datapath import Datapath  # noqa: E402
 
-from ..conftest import require  # noqa: E402
 
 BUILTINS = ["ip_pair", "tcp4tuple", "tcp2tuple", "service", "mptcp_subtype", "pass", "drop",
             "count", "redirect", "set_recv_win", "tcp_opt_add", "tcp_opt_del"]
@@ -30,8 +29,7 @@ HOOK_XDP, HOOK_TC_IN, HOOK_TC_EG = 0, 1, 2
 
 
 @pytest.fixture(scope="session")
-def objdir(tmp_path_factory):
-    require(os.geteuid() == 0, "needs root")
+def objdir(root, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bpfobj"))
     proc = subprocess.run(["make", "-s", "-C", os.path.join(BPF, "actions"), f"OUT={out}"],
                           capture_output=True, text=True)
