@@ -11,7 +11,7 @@
   checksum and state assertions never live in such a test. A rerun is listed in the
   summary with its reason and the first failure.
 * ``kernel_baseline`` marker: a test that documents a behaviour of the kernel itself
-  (no emptcp code involved); never retried.
+  (no emptcp code involved); never retried, deselected unless ``--kernel-baseline``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,13 @@ def require(condition: object, reason: str) -> None:
         pytest.skip(reason)
 
 
-# ---- markers: root, live_timing ----------------------------------------------------
+# ---- markers: root, live_timing, kernel_baseline -----------------------------------
+def pytest_addoption(parser):
+    parser.addoption("--kernel-baseline", action="store_true", default=False,
+                     help="also run the kernel_baseline tests (minutes of traffic each; "
+                          "deselected otherwise)")
+
+
 def pytest_configure(config):
     if config.pluginmanager.hasplugin("rerunfailures") and (
             config.getoption("reruns", None) or config.getoption("force_reruns", None)):
@@ -48,6 +54,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--kernel-baseline"):
+        baseline = [i for i in items if i.get_closest_marker("kernel_baseline")]
+        if baseline:
+            config.hook.pytest_deselected(items=baseline)
+            items[:] = [i for i in items if not i.get_closest_marker("kernel_baseline")]
     errors = []
     for item in items:
         if "root" in getattr(item, "fixturenames", ()):
@@ -56,7 +67,9 @@ def pytest_collection_modifyitems(config, items):
             errors.append(f"{item.nodeid}: uses 'flaky' directly; mark it "
                           "live_timing(reason=...) if it is a timing check, else fix it")
         timing = item.get_closest_marker("live_timing")
-        if timing is not None:
+        if timing is not None and item.get_closest_marker("kernel_baseline"):
+            errors.append(f"{item.nodeid}: a kernel_baseline test is never retried")
+        elif timing is not None:
             if not str(timing.kwargs.get("reason", "")).strip():
                 errors.append(f"{item.nodeid}: live_timing needs reason=\"what is timed\"")
                 continue
@@ -107,6 +120,37 @@ def tshark_agrees():
     problems = tshark.verify(tshark.FRAMES)
     assert not problems, f"tshark disagrees with scapy on {len(problems)} of " \
         f"{len(tshark.FRAMES)} frames:\n" + "\n".join(problems[:20])
+
+
+class TransferLedger:
+    """Transfers made inside retried (live_timing) tests, checked outside them."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, dict]] = []
+        self.current = "?"
+
+    def add(self, report: dict) -> dict:
+        self.reports.append((self.current, report))
+        return report
+
+
+_LEDGER = TransferLedger()
+
+
+@pytest.fixture
+def transfer_ledger(request) -> TransferLedger:
+    """Record a traffic report made in a live_timing test: its integrity is asserted at
+    the end of the session (never retried), every attempt included."""
+    _LEDGER.current = request.node.nodeid
+    return _LEDGER
+
+
+@pytest.fixture(scope="session", autouse=True)
+def transfers_in_timing_tests_were_intact():
+    yield
+    bad = [(n, {k: r.get(k) for k in ("intact", "bytes_sent", "bytes_received", "error")})
+           for n, r in _LEDGER.reports if not r.get("intact")]
+    assert not bad, f"transfers made in timing tests were not intact: {bad}"
 
 
 # ---- requirements -------------------------------------------------------------------
