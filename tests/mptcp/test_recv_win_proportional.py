@@ -67,7 +67,7 @@ def test_recv_win_clamps_sender_window(mptcp_kernel, tmp_path, proto):
         cap.stop()
         rep = cli.stop()
         n1c, n1s = kernel.nstat(C), kernel.nstat(S)
-    pkts = cap.packets("tcp")
+        pkts = cap.packets("tcp")
     acks = [p for p in pkts if p.src == path.server_addr and not p.tcp_flags & 0x2]
     print(json.dumps({"wscale": wscale, "raw": raw, "windows": sorted({p.window for p in acks})[:8],
                       "packets": len(pkts)}))

@@ -69,9 +69,9 @@ def test_set_flow_priority_backup(mptcp_kernel, mptcp_plugin, tmp_path, name):
         after = _window(r, "server", l2)
         cap.stop()
         stages = pol.stage_packets()
-        rep = cli.stop()
-        srv_rep = srv.results(10)
-    pkts = cap.packets("tcp")
+        srv_rep = srv.stop()        # a download ends when the server stops sending
+        rep = cli.result(20)
+        pkts = cap.packets("tcp")
     prio = [p for p in pkts if MP_PRIO in p.mptcp_subtypes]
     print(json.dumps({"before": before, "after": after, "flags": flagged[0].mptcp_flags,
                       "mp_prio_on_wire": len(prio), "stages": stages}, default=str))
@@ -113,7 +113,7 @@ def test_set_recv_win_one_path(mptcp_kernel, tmp_path):
         cap.stop()
         rep = cli.stop()
         n1c, n1s = kernel.nstat(C), kernel.nstat(S)
-    pkts = cap.packets("tcp")
+        pkts = cap.packets("tcp")
     acks = [p for p in pkts if p.src == p1.server_addr and not p.tcp_flags & 0x2]
     assert rep["intact"] and rep["bytes_sent"] > 0, rep
     assert acks and {p.window for p in acks} == {w}, sorted({p.window for p in acks})[:10]
@@ -225,7 +225,7 @@ def test_rm_mp_capable(mptcp_kernel, mptcp_plugin, tmp_path, name):
         legacy.results(10), other.results(10)
         cap.stop()
         n1c, n1s = kernel.nstat(C), kernel.nstat(S)
-    syns = [p for p in cap.packets("tcp") if p.tcp_flags & 0x12 == 0x02]
+        syns = [p for p in cap.packets("tcp") if p.tcp_flags & 0x12 == 0x02]
     to_legacy = [p for p in syns if p.dport == legacy.port]
     to_other = [p for p in syns if p.dport == other.port]
     facts = {"legacy": r1.get("mptcp"), "other": r2.get("mptcp"),
@@ -361,10 +361,10 @@ def test_mixed_chain_reapplied_50_times(mptcp_kernel, mptcp_plugin, tmp_path):
         wait_for(lambda: kernel.link(S, r.paths[0].server_if)["tx_bytes"] - t0 > 1 << 20, 10,
                  "the download goes on after the last apply")
         cap.stop()
-        rep = cli.stop()
-        srv_rep = srv.results(10)
+        srv_rep = srv.stop()        # a download ends when the server stops sending
+        rep = cli.result(20)
         n1c, n1s = kernel.nstat(C), kernel.nstat(S)
-    pkts = cap.packets("tcp")
+        pkts = cap.packets("tcp")
     seen = {p.window for p in pkts if not p.tcp_flags & 0x2}
     facts = {k: [delta(n0c, n1c, k), delta(n0s, n1s, k)]
              for k in ("MPTcpExtMPRstRx", "MPTcpExtMPRstTx", "TcpInCsumErrors", "MPTcpExtMPPrioRx")}

@@ -228,15 +228,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.api import apply, detach
     plugins = plugin_manager()
     result = apply(args.file, args.pin_root, plugins=plugins)
-    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
-          flush=True)
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
+    # before the line that says we are up: a signal sent on reading it is honoured
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
+          flush=True)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     log = logging.getLogger("emptcp.run")
 
