@@ -68,14 +68,16 @@ def test_recv_win_clamps_sender_window(mptcp_kernel, tmp_path, proto):
         rep = cli.stop()
         n1c, n1s = kernel.nstat(C), kernel.nstat(S)
         pkts = cap.packets("tcp")
-    acks = [p for p in pkts if p.src == path.server_addr and not p.tcp_flags & 0x2]
+    acks = [p for p in pkts if p.dst == path.client_addr and not p.tcp_flags & 0x2]
     print(json.dumps({"wscale": wscale, "raw": raw, "windows": sorted({p.window for p in acks})[:8],
                       "packets": len(pkts)}))
     assert rep["intact"] and rep["bytes_sent"] > 0, rep
     assert tcp or rep["mptcp"]["is_mptcp"], rep["mptcp"]
     assert {raw, raw // 2} <= {p.window for p in acks}, sorted({p.window for p in acks})[:8]
-    assert pkts and all(p.checksums_ok for p in pkts), \
-        [p.number for p in pkts if not p.checksums_ok][:10]
+    # tshark: every rewritten ACK verified good; nothing bad (data frames are truncated
+    # by the snap length: unverified, and checked by the receiving kernel instead)
+    assert all(p.checksums_ok for p in acks), [p.number for p in acks if not p.checksums_ok][:10]
+    assert not [p.number for p in pkts if 0 in (p.tcp_csum_status, p.ip_csum_status)]
     assert delta(n0c, n1c, "TcpInCsumErrors") == 0 and delta(n0s, n1s, "TcpInCsumErrors") == 0
 
 
