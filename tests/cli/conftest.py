@@ -10,8 +10,8 @@ Topology (the interface names the examples/*.toml files use)::
     veth0  10.77.0.1/24   <--------------->  peer0  10.77.0.2/24
     veth1  10.77.1.1/24   <--------------->  peer1  10.77.1.2/24
 
-Checksum offloads are off on every veth (the rig's default), so the receiving
-kernel validates every TCP checksum an example's action rewrites.
+Checksum offloads stay on (veth defaults), as the examples' counters expect: with
+``tx off`` a GSO skb that TC egress counts once would leave as several segments.
 """
 from __future__ import annotations
 
@@ -212,10 +212,11 @@ def remove_pin_root(path: str) -> None:
 def host(root):
     """Namespaces A and B (two veth pairs, see the module doc) and a private pin root;
     all removed afterwards."""
-    from emptcp.rig import Rig
+    from emptcp.rig import PathSpec, Rig
     pin_root = new_pin_root()
     binary = emptcp_bin()
-    rig = Rig(paths=2, prefix="emptcp-cli", base=77, limits=None, client_subflow=False)
+    rig = Rig(paths=[PathSpec(offload=True), PathSpec(offload=True)], prefix="emptcp-cli",
+              base=77, limits=None, client_subflow=False)
     try:
         with rig:
             for p in rig.paths:  # the names the examples use
