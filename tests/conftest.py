@@ -28,6 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: one rerun, after a short pause, for a test marked live_timing (see module doc)
 LIVE_TIMING_RERUNS = 1
+_TIMING_REASON: dict[str, str] = {}             # nodeid -> what its live_timing mark times
+_RERUNS: list[tuple[str, str, str]] = []        # (nodeid, reason, first failure)
 
 
 def require(condition: object, reason: str) -> None:
@@ -50,7 +52,6 @@ def pytest_configure(config):
             config.getoption("reruns", None) or config.getoption("force_reruns", None)):
         raise pytest.UsageError("global --reruns/--force-reruns are refused here: only tests "
                                 "marked live_timing(reason=...) get one rerun (tests/conftest.py)")
-    config._live_timing_reruns = []
 
 
 def pytest_collection_modifyitems(config, items):
@@ -74,6 +75,7 @@ def pytest_collection_modifyitems(config, items):
                 errors.append(f"{item.nodeid}: live_timing needs reason=\"what is timed\"")
                 continue
             item.add_marker(pytest.mark.flaky(reruns=LIVE_TIMING_RERUNS, reruns_delay=1))
+            _TIMING_REASON[item.nodeid] = str(timing.kwargs["reason"])
     if errors:
         raise pytest.UsageError("\n".join(errors))
 
@@ -81,8 +83,11 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_logreport(report):
     """A retried failure still leaves its reason in the log, and in the summary."""
     if report.outcome == "rerun":
-        sys.__stderr__.write(f"\n[retried: live_timing] {report.nodeid} failed first:\n"
-                             f"{report.longreprtext[-2500:]}\n")
+        reason = _TIMING_REASON.get(report.nodeid, "?")
+        sys.__stderr__.write(f"\n[retried: live_timing ({reason})] {report.nodeid} failed "
+                             f"first:\n{report.longreprtext[-2500:]}\n")
+        last = [ln for ln in report.longreprtext.strip().splitlines() if ln.startswith("E ")]
+        _RERUNS.append((report.nodeid, reason, (last or [""])[0][:300]))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -92,18 +97,12 @@ def pytest_runtest_makereport(item, call):
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true (a skip is a failure here): {report.longrepr}"
-    if report.outcome == "rerun":
-        m = item.get_closest_marker("live_timing")
-        last = report.longreprtext.strip().splitlines()[-1:] or [""]
-        item.config._live_timing_reruns.append(
-            (item.nodeid, m.kwargs.get("reason", "?") if m else "?", last[0][:300]))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    reruns = getattr(config, "_live_timing_reruns", [])
-    if reruns:
+    if _RERUNS:
         terminalreporter.section("live_timing reruns (timing checks retried once)")
-        for nodeid, reason, first in reruns:
+        for nodeid, reason, first in _RERUNS:
             terminalreporter.write_line(f"RERUN {nodeid}\n    timed: {reason}\n"
                                         f"    first failure: {first}")
 
