@@ -16,7 +16,6 @@ Checksum offloads stay on (veth defaults), as the examples' counters expect: wit
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -201,11 +200,6 @@ def new_pin_root() -> str:
 
 def remove_pin_root(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
-    tag = hashlib.sha1(path.rstrip("/").encode()).hexdigest()[:12]
-    try:
-        os.unlink(f"/run/lock/emptcp-{tag}.lock")
-    except OSError:
-        pass
 
 
 @pytest.fixture

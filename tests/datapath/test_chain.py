@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import pytest
+
+from emptcp import abi
+from emptcp.runtime.generation import PROG_ARRAYS
 from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 
@@ -96,14 +99,16 @@ def test_eight_selectors_and_eight_actions(dp):
 def test_missing_stage_counts_missed_tail_call(dp):
     hook = HOOK_XDP
     apply(dp, 1, [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("count"), StageRef("drop")])])])
-    dp.uninstall(1, "xdp", dp.slots[("drop", "xdp")])
+    drop_key = abi.prog_key(1, dp.slots[("drop", "xdp")]).to_bytes(4, "little")
+    progs = dp.maps[PROG_ARRAYS["xdp"]]
+    progs.delete(drop_key)
     try:
         assert run(dp, "xdp", tcp4()).retval == XDP_PASS   # never the drop
         assert stat(dp, hook, 0, ACT, 0)["packets"] == 1
         assert stat(dp, hook, 0, ACT, 1)["missed_tail_calls"] == 1
         assert dp.hook_stats(hook)["missed_tail_calls"] == 1
     finally:
-        dp.install(1, {("drop", "xdp"): dp.slots[("drop", "xdp")]})
+        progs.put(drop_key, dp.stages[("drop", "xdp")].fd.to_bytes(4, "little"))
 
 
 def test_generation_flip_is_per_packet_snapshot(dp):
