@@ -482,20 +482,27 @@ def _add_subflow(res: Result) -> None:
                 raise RuntimeError(f"emptcp run did not start: {line}{daemon.stderr.read()}")
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             before = len(rig.client.subflows(srv.port))
+            a1 = rig.paths[1].client_addr
+            mine = lambda: [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
+            join_of = lambda fl: next((f for f in fl if f["local"].startswith(a1 + ":")), None)
             # long enough that the connection is still up when ss is read below
             cli = rig.start_client(srv.port, duration=5.0, timeout=12)
             flows: List[Dict[str, Any]] = []
             deadline = time.monotonic() + 2.5
-            while time.monotonic() < deadline:
-                flows = [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
-                if len(flows) >= 2:
+            while time.monotonic() < deadline:       # the join appears (first as backup)
+                flows = mine()
+                if join_of(flows):
                     break
                 time.sleep(0.05)
-            # judged on this sighting: this kernel now and then resets a subflow that
-            # joins mid-transfer (MPTcpExtDSSNotMatching, MP_RST), emptcp or not
-            time.sleep(0.5)
-            res.evidence["client_subflows_0.5s_later"] = [
-                f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
+            in_use: List[Dict[str, Any]] = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:       # ... then is promoted and carries data
+                in_use = mine()
+                j = join_of(in_use)
+                if j is None or ("b" not in j["flags"] and j["bytes_sent"] > 1 << 20):
+                    break
+                time.sleep(0.05)
+            res.evidence["client_subflows_in_use"] = in_use
             st = json.loads(rig.client.out(exe + ["status", "--json", "--pin-root", pin_root]))
             rep = cli.result(15)
             n1c, n1s = rig.client.nstat(), rig.server.nstat()
@@ -511,7 +518,6 @@ def _add_subflow(res: Result) -> None:
                                 for i, a in enumerate(p["actions"])}
                     for h in st.get("hooks", []) for p in h["policies"]}
         cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
-        a1 = rig.paths[1].client_addr
         res.evidence.update(client_subflows=flows, client_delta=cd, server_delta=sd,
                             stage_counters=counters, subflows_before=before,
                             transfer={"intact": rep.get("intact"), "mptcp": rep.get("mptcp")})
@@ -521,6 +527,19 @@ def _add_subflow(res: Result) -> None:
         res.check(cd.get("MPTcpExtMPJoinSynAckRx", 0) > 0 and sd.get("MPTcpExtMPJoinSynRx", 0) > 0,
                   "join counters moved", f"client MPJoinSynAckRx +{cd.get('MPTcpExtMPJoinSynAckRx', 0)}, "
                   f"server MPJoinSynRx +{sd.get('MPTcpExtMPJoinSynRx', 0)}")
+        # opened as backup, promoted once the server has attached it (emptcp_mptcp.pm)
+        res.check(sd.get("MPTcpExtMPJoinSynBackupRx", 0) == 1 and cd.get("MPTcpExtMPPrioTx", 0) == 1
+                  and sd.get("MPTcpExtMPPrioRx", 0) == 1,
+                  "joined as backup, then promoted (MPJoinSynBackupRx, MPPrioTx/Rx +1)",
+                  {k: v for k, v in {**cd, **sd}.items() if "Prio" in k or "Backup" in k})
+        j = next((f for f in in_use if f["local"].startswith(a1 + ":")), None)
+        res.check(j is not None and "b" not in j["flags"] and j["bytes_sent"] > 1 << 20,
+                  "the new subflow carries data (ss bytes_sent, no backup flag)",
+                  f"{j['flags']} {j['bytes_sent']} bytes" if j else "gone")
+        bad = {f"{side} {k}": d.get(k, 0) for side, d in (("client", cd), ("server", sd))
+               for k in ("MPTcpExtDSSNotMatching", "MPTcpExtMPRstTx", "MPTcpExtMPRstRx")}
+        res.check(not any(bad.values()), "no subflow reset (DSSNotMatching, MPRstTx/Rx +0 both sides)",
+                  bad)
         res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_sent')} bytes")
 
 
