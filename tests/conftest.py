@@ -33,7 +33,7 @@ LIVE_TRAFFIC = ("tests/rig/", "tests/mptcp/", "tests/cli/", "tests/datapath/test
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.startswith(LIVE_TRAFFIC):
+        if item.nodeid.startswith(LIVE_TRAFFIC) and not item.get_closest_marker("no_retry"):
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
 
 

@@ -140,9 +140,12 @@ def open_subflow(event, ns: str | None = None, patience: float = 2.0,
             if join is None:
                 return f"{what}: requested, not established within {patience:.1f} s (left backup)"
             time.sleep(settle)
-            with MptcpPM(ns) as pm:
-                pm.set_backup(token, req.local_addr, join.lport, req.remote_addr,
-                              req.remote_port, backup=False)
+            try:
+                with MptcpPM(ns) as pm:
+                    pm.set_backup(token, req.local_addr, join.lport, req.remote_addr,
+                                  req.remote_port, backup=False)
+            except OSError as e:     # e.g. the connection closed meanwhile
+                return f"{what}: established; promotion refused: {e}"
             return f"{what}: established, in use after {settle:.2f} s as backup"
         elif time.monotonic() > deadline:
             return f"add_subflow: no MPTCP connection {conn} found (ss -M)"
