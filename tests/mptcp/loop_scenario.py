@@ -26,6 +26,8 @@ def main() -> int:
     ap.add_argument("scenario")
     ap.add_argument("runs", type=int, nargs="?", default=50)
     ap.add_argument("--keep", default="/tmp/emptcp-loop")
+    ap.add_argument("--show", action="append", default=[], metavar="KEY",
+                    help="also print this evidence item of every run")
     a = ap.parse_args()
     os.makedirs(a.keep, exist_ok=True)
     passed = streak = best = 0
@@ -43,6 +45,7 @@ def main() -> int:
         best = max(best, streak)
         print(f"run {i:3d}/{a.runs}: {'PASS' if r.ok else 'FAIL'} {r.runtime:5.1f} s"
               + (f" (client, server) {extra}" if extra else "")
+              + "".join(f" {k}={ev.get(k)}" for k in a.show)
               + (f" failed: {failed}" if failed else ""), flush=True)
         if not r.ok:
             with open(os.path.join(a.keep, f"{a.scenario}-{i}.json"), "w") as f:
