@@ -41,8 +41,10 @@ def _run(mode: str, attempts: int) -> tuple[list[dict], dict]:
 
 
 def test_plain_join_reports_the_race_signature():
+    # not asserted: every byte intact -- the race can also re-map bytes already received
+    # (see the script's docstring); the count is in the printed summary
     runs, summary = _run("plain", 6)
-    assert summary["attempts"] == 6 and summary["intact"] == 6
+    assert summary["attempts"] == 6 and len(runs) == 6
     for r in runs:
         d = r["server_delta"]
         assert d["MPTcpExtMPJoinAckRx"] == 1, r          # the join happened
