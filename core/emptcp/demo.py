@@ -427,12 +427,13 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
             pol.apply(name, rig, port=legacy.port)
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             t0 = time.monotonic()
-            c1 = rig.start_client(legacy.port, duration=2.0, timeout=10)
-            c2 = rig.start_client(other.port, duration=2.0, timeout=10)
-            # one ss snapshot once both connections exist (the legacy one as a TCP socket,
-            # the other as an MPTCP socket with its subflows).  A fixed 1.2 s wait missed
-            # them when the loaded machine took longer to start the two client processes
-            # (seen: ss empty, or only the first connection, at 1.2 s; both transfers intact)
+            # both clients stream until stopped below, after one ss snapshot taken once
+            # both connections exist (the legacy one as a TCP socket, the other as an
+            # MPTCP socket with its subflows).  Fixed-length transfers and a fixed 1.2 s
+            # wait missed them when the loaded machine was slow to start the two client
+            # processes (seen: ss empty, or one connection only; both transfers intact)
+            c1 = rig.start_client(legacy.port, forever=True, timeout=10)
+            c2 = rig.start_client(other.port, forever=True, timeout=10)
             deadline = t0 + 8.0
             while True:
                 ss_all = rig.client.ss()
@@ -445,7 +446,7 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
                 time.sleep(0.05)
             res.evidence["ss_snapshot_after_s"] = round(time.monotonic() - t0, 2)
             res.evidence["ss_client"] = [e.raw for e in ss_all]
-            r1, r2 = c1.result(15), c2.result(15)
+            r1, r2 = c1.stop(15), c2.stop(15)
             legacy.results(5), other.results(5)
             n1c, n1s = rig.client.nstat(), rig.server.nstat()
             counters = pol.counters()
