@@ -290,12 +290,19 @@ def test_add_subflow_userspace_pm(mptcp_kernel, mptcp_plugin, tmp_path):
                             "--pin-root", pin_root], capture_output=True, timeout=60)
     facts = {"joined": joined[0].mptcp_flags, "daemon": (out + err).strip().splitlines()[-5:],
              **{k: delta(n0c, n1c, k) for k in ("MPTcpExtMPJoinSynAckRx", "MPTcpExtMPRstRx",
-                                                "MPTcpExtMPRstTx")},
-             "server_MPJoinSynRx": delta(n0s, n1s, "MPTcpExtMPJoinSynRx")}
+                                                "MPTcpExtMPRstTx", "MPTcpExtDSSNotMatching")},
+             "server_MPJoinSynRx": delta(n0s, n1s, "MPTcpExtMPJoinSynRx"),
+             **{f"server_{k}": delta(n0s, n1s, k) for k in ("MPTcpExtMPRstTx",
+                                                            "MPTcpExtDSSNotMatching")}}
     print(json.dumps(facts))
     assert rep["intact"] and rep["mptcp"]["is_mptcp"], rep
     assert facts["MPTcpExtMPJoinSynAckRx"] >= 1 and facts["server_MPJoinSynRx"] >= 1, facts
     assert daemon.returncode == 0, facts
+    # the join is never reset (the MP_JOIN race of tests/kernel/mptcp_join_race.py: the
+    # subflow opens as backup and is promoted once established)
+    for k in ("MPTcpExtMPRstTx", "MPTcpExtMPRstRx", "MPTcpExtDSSNotMatching",
+              "server_MPTcpExtMPRstTx", "server_MPTcpExtDSSNotMatching"):
+        assert facts[k] == 0, (k, facts)
 
 
 # ---- built-in selectors act on their flows only ----------------------------------------
