@@ -298,7 +298,7 @@ def test_add_subflow_userspace_pm(mptcp_kernel, mptcp_plugin, tmp_path):
     assert rep["intact"] and rep["mptcp"]["is_mptcp"], rep
     assert facts["MPTcpExtMPJoinSynAckRx"] >= 1 and facts["server_MPJoinSynRx"] >= 1, facts
     assert daemon.returncode == 0, facts
-    # the join is never reset (the MP_JOIN race of tests/kernel/mptcp_join_race.py: the
+    # the join is never reset (the MP_JOIN race of tests/kernel_repro/mptcp_join_race.py: the
     # subflow opens as backup and is promoted once established)
     for k in ("MPTcpExtMPRstTx", "MPTcpExtMPRstRx", "MPTcpExtDSSNotMatching",
               "server_MPTcpExtMPRstTx", "server_MPTcpExtDSSNotMatching"):

@@ -463,7 +463,7 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
     from ..rig import PathSpec
     name = "no-mptcp-xdp" if xdp else "no-mptcp"
     # no client subflow endpoint: the MPTCP connection keeps its one subflow.  A kernel-PM
-    # join during this upload met the Linux MP_JOIN race (tests/kernel/mptcp_join_race.py:
+    # join during this upload met the Linux MP_JOIN race (tests/kernel_repro/mptcp_join_race.py:
     # the server reset the join, 1 of 50 runs), and the scenario is about MP_CAPABLE
     with _rig(paths=[PathSpec(offload=False), PathSpec(offload=False)],
               client_subflow=False) as rig, tempfile.TemporaryDirectory() as tmp:

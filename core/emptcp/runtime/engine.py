@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import builtin_object
-from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS,
+from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS,
                    SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..errors import EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
@@ -114,8 +114,7 @@ class Engine:
     def _writer(self, stack: contextlib.ExitStack) -> GenerationWriter:
         """The generation writer over the pinned shared maps (closed with ``stack``)."""
         return GenerationWriter({name: stack.enter_context(Map.from_pin(self.pins.map(name)))
-                                 for name in SHARED_MAPS
-                                 if MAPS[name][0] != "ringbuf"})
+                                 for name in SHARED_MAPS})
 
     def _shared(self, name: str, **codec: Any) -> Map:
         return Map.from_pin(self.pins.map(name), **codec)
@@ -291,7 +290,8 @@ class Engine:
 
     def _load_stage_object(self, writer: GenerationWriter, path: str,
                            wanted: set[str]) -> Object:
-        """Load only the ``wanted`` programs of a stage object, its shared maps reused."""
+        """Load only the ``wanted`` programs of a stage object, every shared map reused
+        (the events ring too: a stage given a private ring would emit into nothing)."""
         obj, _ = open_object(ObjectDescription(path), maps=writer.maps, autoload=wanted)
         return obj
 

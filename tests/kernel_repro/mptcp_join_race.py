@@ -35,8 +35,8 @@ still pending on the join_list (the server application inside recvmsg()).  Modes
 
 Usage (root)::
 
-    python3 tests/kernel/mptcp_join_race.py --mode plain --attempts 40
-    python3 tests/kernel/mptcp_join_race.py --mode backup-first --attempts 40
+    python3 tests/kernel_repro/mptcp_join_race.py --mode plain --attempts 40
+    python3 tests/kernel_repro/mptcp_join_race.py --mode backup-first --attempts 40
 
 Prints one JSON line per attempt and a JSON summary (``resets``: attempts where the
 server reset the join subflow, from the server's nstat).  Exit status 0 always unless

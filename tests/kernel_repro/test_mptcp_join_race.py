@@ -1,6 +1,6 @@
 """The Linux MP_JOIN race that add_subflow works around, reproduced with no emptcp code.
 
-tests/kernel/mptcp_join_race.py builds its own namespaces with ip(8), streams data over a
+tests/kernel_repro/mptcp_join_race.py builds its own namespaces with ip(8), streams data over a
 plain IPPROTO_MPTCP socket and opens a second subflow through the userspace path
 manager (its own generic-netlink client).  The oracle is the server's kernel: nstat
 MPTcpExtDSSNotMatching / MPTcpExtMPRstTx, and the bytes the server verified.
