@@ -81,7 +81,7 @@ JOIN_SETTLE_S = 0.25
 def find_join(req: SubflowRequest, token: int, ns: str | None = None):
     """The established MP_JOIN subflow ``req.local_addr -> remote`` of connection ``token``
     (ss flags ``j`` and ``e``; the subflow's ss token names the connection's local token)."""
-    from emptcp.rig.stats import ss
+    from emptcp.mptcp.stats import ss
     for e in ss(ns):
         if (e.is_subflow and e.state == "ESTAB" and "j" in e.sf_flags and "e" in e.sf_flags
                 and e.local == req.local_addr and e.remote == req.remote_addr
