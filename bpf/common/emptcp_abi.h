@@ -24,6 +24,9 @@
 /* the kernel allows 33 tail calls; entry->stage0 is the first one, so the
  * stages a packet runs (selectors evaluated + actions) must be <= 32 */
 #define EMPTCP_MAX_TAIL_CALLS	32
+/* stage-counter rows and parameter keys per policy: two phases of MAX_STAGES */
+#define EMPTCP_STAGES_PER_POLICY	(2 * EMPTCP_MAX_STAGES)
+#define EMPTCP_EVENTS_BYTES	(256 * 1024)	/* emptcp_events ring buffer */
 
 /* hook kinds (key of emptcp_hooks, and ctx byte1 bits 5-6) */
 #define EMPTCP_KIND_XDP		0
@@ -121,9 +124,11 @@ struct emptcp_scratch {
 #define EMPTCP_POLICY_IDX(gen, hook, pol) \
 	((((__u32)(gen)) * EMPTCP_MAX_HOOKS + (hook)) * EMPTCP_MAX_POLICIES + (pol))
 #define EMPTCP_PARAM_KEY(gen, hook, pol, phase, stage) \
-	(EMPTCP_POLICY_IDX(gen, hook, pol) * 16 + (phase) * 8 + (stage))
+	(EMPTCP_POLICY_IDX(gen, hook, pol) * EMPTCP_STAGES_PER_POLICY + \
+	 (phase) * EMPTCP_MAX_STAGES + (stage))
 #define EMPTCP_STAGE_STAT_IDX(hook, pol, phase, stage) \
-	((((__u32)(hook)) * EMPTCP_MAX_POLICIES + (pol)) * 16 + (phase) * 8 + (stage))
+	((((__u32)(hook)) * EMPTCP_MAX_POLICIES + (pol)) * EMPTCP_STAGES_PER_POLICY + \
+	 (phase) * EMPTCP_MAX_STAGES + (stage))
 #define EMPTCP_PROG_KEY(gen, slot) (((__u32)(gen)) * EMPTCP_SLOTS_PER_GEN + (slot))
 
 /* ---- events (ring buffer emptcp_events) ---- */

@@ -39,6 +39,18 @@ _Static_assert(sizeof(struct emptcp_ctx) == 20, "context must fit skb->cb (20 by
 _Static_assert(sizeof(struct emptcp_ctx) <= 32, "context must fit XDP data_meta");
 _Static_assert(sizeof(struct emptcp_ctx) % 4 == 0, "XDP metadata grows in 4-byte steps");
 
+/* Index of stages[] for a run-time stage number, in 0..7.  A plain `i & 7`
+ * is not enough: clang drops the AND when it can prove i < 8 from a check it
+ * made on *another* register (e.g. the 32-bit copy of `stage + 1`, while the
+ * 64-bit sum is used to index), and the verifier then rejects a stack read
+ * at a variable offset ("invalid variable-offset read from stack", issue 9).
+ * An AND in inline asm is always emitted, on the register that indexes. */
+static __always_inline __u64 emptcp_stage_idx(__u64 i)
+{
+	asm volatile("%0 &= 7" : "+r"(i));
+	return i;
+}
+
 /* decoded view of the context plus the stage's parameter */
 struct emptcp_env {
 	struct emptcp_ctx c;
@@ -176,7 +188,7 @@ static __always_inline int emptcp_env_init(struct emptcp_env *e, __u32 phase, __
 	if (e->phase != phase || e->stage >= EMPTCP_MAX_STAGES ||
 	    e->policy >= EMPTCP_MAX_POLICIES)
 		goto bad;
-	e->param = c->stages[e->stage & 7].param;
+	e->param = c->stages[emptcp_stage_idx(e->stage)].param;
 	e->imm = e->param & EMPTCP_P_IMM_MASK;
 	e->blob = NULL;
 	if (e->param & EMPTCP_P_REF) {
@@ -264,7 +276,7 @@ static __always_inline int emptcp_act_next(struct emptcp_env *e)
 	struct emptcp_ctx *c = &e->c;
 	__u32 next = e->stage + 1;
 
-	if (next >= EMPTCP_MAX_STAGES || c->stages[next & 7].slot == 0)
+	if (next >= EMPTCP_MAX_STAGES || c->stages[emptcp_stage_idx(next)].slot == 0)
 		return EMPTCP_GO_PASS;
 	c->cur = next;
 	return EMPTCP_GO_TAIL;
@@ -301,7 +313,7 @@ static __always_inline int emptcp_xdp_tail(struct xdp_md *ctx, struct emptcp_ctx
 
 	if (emptcp_xdp_ctx_store(ctx, c) == 0)
 		bpf_tail_call(ctx, &emptcp_xdp_progs,
-			      EMPTCP_PROG_KEY(gen, c->stages[c->cur & 7].slot));
+			      EMPTCP_PROG_KEY(gen, c->stages[emptcp_stage_idx(c->cur)].slot));
 	emptcp_count_missed(c);
 	return XDP_PASS;
 }
@@ -358,7 +370,7 @@ static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_c
 	__u32 gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
 
 	emptcp_tc_ctx_store(skb, c);
-	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[c->cur & 7].slot));
+	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[emptcp_stage_idx(c->cur)].slot));
 	emptcp_count_missed(c);
 	return TC_ACT_UNSPEC;	/* no decision: the next TCX program runs */
 }

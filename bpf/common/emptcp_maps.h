@@ -60,7 +60,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, EMPTCP_MAX_HOOKS * EMPTCP_MAX_POLICIES * 16);
+	__uint(max_entries, EMPTCP_MAX_HOOKS * EMPTCP_MAX_POLICIES * EMPTCP_STAGES_PER_POLICY);
 	__type(key, __u32);
 	__type(value, struct emptcp_stage_stat);
 } emptcp_stage_stats SEC(".maps");
@@ -74,7 +74,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, EMPTCP_EVENTS_BYTES);
 } emptcp_events SEC(".maps");
 
 /* per-CPU scratch space for helpers whose state does not fit the 512-byte

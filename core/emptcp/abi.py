@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 ABI_VERSION = 1
 
+#: where everything emptcp owns is pinned unless --pin-root / EMPTCP_PIN_ROOT says otherwise
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
+
 MAX_GEN = 4
 MAX_HOOKS = 32
 MAX_POLICIES = 128
@@ -20,10 +23,20 @@ PARAM_SIZE = 64
 MAX_PARAMS = 4096
 MAX_TAIL_CALLS = 32          # stages per packet (selectors evaluated + actions)
 SCRATCH_SIZE = 512
+#: stage-counter rows and parameter keys per policy: two phases of MAX_STAGES
+STAGES_PER_POLICY = 2 * MAX_STAGES
+EVENTS_BYTES = 256 * 1024    # emptcp_events ring buffer
+
+#: limits a configuration is checked against before anything touches the kernel
+LIMITS = {"stages": MAX_STAGES, "policies_per_hook": MAX_POLICIES, "hooks": MAX_HOOKS,
+          "tail_calls": MAX_TAIL_CALLS}
 
 KIND_XDP, KIND_TC_INGRESS, KIND_TC_EGRESS = 0, 1, 2
 KINDS = {"xdp": KIND_XDP, "tc-ingress": KIND_TC_INGRESS, "tc-egress": KIND_TC_EGRESS}
 PHASE_SEL, PHASE_ACT = 0, 1
+#: hook kind -> the entry program attached there (bpf/common/entry.bpf.c)
+ENTRY_PROGRAMS = {"xdp": "emptcp_xdp_entry", "tc-ingress": "emptcp_tc_ingress_entry",
+                  "tc-egress": "emptcp_tc_egress_entry"}
 
 # context byte 0 / byte 1 / param byte
 B0_ABI_SHIFT, B0_GEN_SHIFT, B0_GEN_MASK, B0_PHASE, B0_ACC = 4, 2, 0x0C, 0x02, 0x01
@@ -34,6 +47,17 @@ HS_FIELDS = ("packets", "matched", "unmatched", "missed_tail_calls", "errors")
 SS_FIELDS = ("packets", "bytes", "missed_tail_calls")
 
 EV_ADD_SUBFLOW, EV_MPTCP_OPT, EV_LOG = 1, 2, 3
+EVENT_TYPES = {EV_ADD_SUBFLOW: "add_subflow", EV_MPTCP_OPT: "mptcp_opt", EV_LOG: "log"}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+
+#: MPTCP option subtypes (RFC 8684 section 3): number -> name, and the lower-case
+#: names the configuration accepts (``mptcp_subtype``, ``tcp_opt_del``)
+MPTCP_SUBTYPES = {0: "MP_CAPABLE", 1: "MP_JOIN", 2: "DSS", 3: "ADD_ADDR", 4: "REMOVE_ADDR",
+                  5: "MP_PRIO", 6: "MP_FAIL", 7: "MP_FASTCLOSE", 8: "MP_TCPRST"}
+MPTCP_SUBTYPE_NUMBERS = {"mp_capable": 0, "mp_join": 1, "dss": 2, "add_addr": 3,
+                         "rm_addr": 4, "remove_addr": 4, "mp_prio": 5, "mp_fail": 6,
+                         "mp_fastclose": 7, "mp_tcprst": 8}
+SUBTYPE_ANY = 0xFF           # EMPTCP_SUBTYPE_ANY: every subtype
 
 # name -> (struct format, size) of every C struct Python reads or writes
 CTX = struct.Struct("<BBBB16s")                   # struct emptcp_ctx
@@ -44,7 +68,9 @@ POLICY = struct.Struct("<BBH8s8s8s8s")            # struct emptcp_policy
 STAGE_STAT = struct.Struct("<QQQ")                # struct emptcp_stage_stat
 HOOK_STAT = struct.Struct("<QQQQQ")               # struct emptcp_hook_stat
 EVENT_HDR = struct.Struct("<IIHBBI")              # struct emptcp_event_hdr
-EV_TUPLE = struct.Struct("<BBHHBB16s16s")         # struct emptcp_ev_tuple (ports raw)
+EV_TUPLE = struct.Struct("<BB2s2sBB16s16s")       # struct emptcp_ev_tuple (ports: network order)
+EV_OPT_TAIL = struct.Struct("<BB2x40s")           # struct emptcp_ev_mptcp_opt after the tuple
+EV_LOG_VALUES = struct.Struct("<4Q")              # struct emptcp_ev_log
 
 # C struct name -> {member: offset} and size, as the C compiler must lay them out
 LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
@@ -83,9 +109,10 @@ MAPS = {
     "emptcp_hooks": ("hash", HOOK_KEY.size, HOOK_VAL.size, MAX_HOOKS),
     "emptcp_policies": ("array", 4, POLICY.size, MAX_GEN * MAX_HOOKS * MAX_POLICIES),
     "emptcp_params": ("hash", 4, PARAM_SIZE, MAX_PARAMS),
-    "emptcp_stage_stats": ("percpu_array", 4, STAGE_STAT.size, MAX_HOOKS * MAX_POLICIES * 16),
+    "emptcp_stage_stats": ("percpu_array", 4, STAGE_STAT.size,
+                           MAX_HOOKS * MAX_POLICIES * STAGES_PER_POLICY),
     "emptcp_hook_stats": ("percpu_array", 4, HOOK_STAT.size, MAX_HOOKS),
-    "emptcp_events": ("ringbuf", 0, 0, 256 * 1024),
+    "emptcp_events": ("ringbuf", 0, 0, EVENTS_BYTES),
     "emptcp_scratch": ("percpu_array", 4, SCRATCH_SIZE, 1),
 }
 SHARED_MAPS = tuple(MAPS)
@@ -98,11 +125,11 @@ def policy_index(gen: int, hook: int, policy: int) -> int:
 
 
 def param_key(gen: int, hook: int, policy: int, phase: int, stage: int) -> int:
-    return policy_index(gen, hook, policy) * 16 + phase * 8 + stage
+    return policy_index(gen, hook, policy) * STAGES_PER_POLICY + phase * MAX_STAGES + stage
 
 
 def stage_stat_index(hook: int, policy: int, phase: int, stage: int) -> int:
-    return (hook * MAX_POLICIES + policy) * 16 + phase * 8 + stage
+    return (hook * MAX_POLICIES + policy) * STAGES_PER_POLICY + phase * MAX_STAGES + stage
 
 
 def prog_key(gen: int, slot: int) -> int:

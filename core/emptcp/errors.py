@@ -119,7 +119,7 @@ _LIBBPF_ERRORS = {
     4000: "Something wrong in libelf", 4001: "BPF object format invalid",
     4002: "'version' section incorrect or lost", 4003: "Endian mismatch",
     4004: "Internal error in libbpf", 4005: "Relocation failed",
-    4006: "Load program failed", 4007: "Kernel verifier blocks program loading",
+    4007: "Kernel verifier blocks program loading",
     4008: "Program too big", 4009: "Incorrect kernel version",
     4010: "Kernel doesn't support this program type", 4011: "Wrong pid in netlink message",
     4012: "Invalid netlink sequence", 4013: "Incorrect netlink message parsing",

@@ -12,7 +12,6 @@ Topology (the interface names the examples/*.toml files use)::
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -197,11 +196,6 @@ def new_pin_root() -> str:
 
 def remove_pin_root(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
-    tag = hashlib.sha1(path.rstrip("/").encode()).hexdigest()[:12]
-    try:
-        os.unlink(f"/run/lock/emptcp-{tag}.lock")
-    except OSError:
-        pass
 
 
 @pytest.fixture

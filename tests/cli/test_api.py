@@ -155,3 +155,47 @@ def test_positional_parameter_round_trips() -> None:
     assert r1.describe() == r2.describe()
     acts = r1.describe()["hooks"][0]["policies"][0]["actions"]
     assert acts[0]["params"] == {"window": 1024}
+
+
+BAD_STAGE = r"""
+#include "emptcp.h"
+SEC("xdp")
+int emptcp_badact_xdp(struct xdp_md *ctx)
+{
+	ACTION_PRE_SEC
+	__u32 v = *(__u32 *)(data + 100);	/* no bounds check: the verifier refuses */
+	if (v == 7)
+		return XDP_DROP;
+	ACTION_POST_SEC
+}
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+"""
+
+
+def test_verifier_rejection_names_stage_plugin_and_policy(root, tmp_path):
+    """A stage the verifier rejects is reported with the stage, its plugin and the policies
+    using it, then the verifier's own last lines -- and nothing is left pinned."""
+    from emptcp import include_dir
+    from emptcp.build.compile import compile_bpf
+    from emptcp.chain.config import resolve
+    from emptcp.chain.stages import HOOKS, StageSpec
+    from emptcp.plugins.manager import get_plugin_manager
+    from emptcp.runtime.engine import Engine, StageLoadError
+    src = tmp_path / "badact.bpf.c"
+    src.write_text(BAD_STAGE)
+    obj = compile_bpf(str(src), str(tmp_path / "badact.o"), [include_dir()])
+    bad = StageSpec(name="badact", kind="action", hooks=HOOKS, object=obj,
+                    programs={"xdp": "emptcp_badact_xdp"}, plugin="badplug",
+                    distribution="emptcp-badplug")
+    stages = dict(get_plugin_manager().stages(), badact=bad)
+    cfg = (Config().hook("h", interface="lo", type="xdp", mode="generic"))
+    cfg.add(PolicyChain(SelectorChain(), ActionChain().add("count").add("badact")),
+            name="uses-bad", hook="h")
+    pin = f"/sys/fs/bpf/emptcp-test-badact-{os.getpid()}"
+    with pytest.raises(StageLoadError) as e:
+        Engine(pin).apply(resolve(cfg, stages))
+    msg = str(e.value)
+    assert "action 'badact'" in msg and "plugin 'badplug'" in msg and "emptcp-badplug" in msg
+    assert "'uses-bad' on hook 'h'" in msg and "emptcp_badact_xdp" in msg
+    assert "invalid access to packet" in msg, msg
+    assert not os.path.exists(pin), os.listdir(pin)

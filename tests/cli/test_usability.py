@@ -94,3 +94,44 @@ def test_plan_touches_nothing_then_detach_interface(host: Host) -> None:
     assert host.attachments()["tcx"] == {"veth0/tc-egress": 1}
     host.detach_all()
     host.assert_clean()
+
+
+def test_pin_root_not_on_bpffs_is_named(tmp_path):
+    """A pin root outside bpffs is refused with the reason and the fix, not EPERM."""
+    pin = str(tmp_path / "pins")
+    for args in (["status", "--pin-root", pin], ["detach", "--all", "--pin-root", pin]):
+        p = run(*args)
+        assert p.returncode == 1, (args, p.returncode, p.stderr)
+        assert "not on a BPF filesystem" in p.stderr and "mount -t bpf" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+    assert not os.path.exists(pin)
+
+
+def test_ip_netns_exec_is_explained(root):
+    """`ip netns exec` remounts /sys: the host's bpffs and pins are hidden there; say so
+    and name the way that works (nsenter --net)."""
+    ns = f"et-nsexec-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        p = subprocess.run(["ip", "netns", "exec", ns, emptcp_bin(), "status"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+        assert "ip netns exec" in p.stderr and "nsenter --net=" in p.stderr, p.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_lock_leaves_no_file_and_pin_root_is_private(root):
+    """Commands lock the pin root directory itself: no lock files pile up in /run/lock,
+    and the pin root is created 0700."""
+    import glob
+    import stat
+    before = set(glob.glob("/run/lock/emptcp-*"))
+    pin = new_pin_root()
+    try:
+        from emptcp.runtime.pinroot import PinRoot, locked
+        with locked(PinRoot(pin)):
+            assert stat.S_IMODE(os.stat(pin).st_mode) == 0o700
+        assert set(glob.glob("/run/lock/emptcp-*")) == before
+    finally:
+        remove_pin_root(pin)

@@ -6,8 +6,6 @@ Everything runs in the real kernel through BPF_PROG_TEST_RUN.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -33,21 +31,21 @@ HOOK_XDP, HOOK_TC_IN, HOOK_TC_EG = 0, 1, 2
 
 @pytest.fixture(scope="session")
 def objdir(tmp_path_factory):
+    """The entry and built-in objects compiled from this checkout's bpf/, with the same
+    compiler and flags that build the shipped package (emptcp.build.compile)."""
+    from emptcp.build.compile import build_core_data
     require(os.geteuid() == 0, "needs root")
     out = str(tmp_path_factory.mktemp("bpfobj"))
-    proc = subprocess.run(["make", "-s", "-C", os.path.join(BPF, "actions"), f"OUT={out}"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    build_core_data(REPO, out)
+    return os.path.join(out, "bpf")
 
 
 @pytest.fixture(scope="session")
 def datapath(objdir):
     dp = Datapath(os.path.join(objdir, "entry.o"))
     dp.load_dir(objdir, BUILTINS)
-    slots = dp.auto_slots()
     for gen in range(abi.MAX_GEN):
-        dp.install(gen, slots)
+        slots = dp.install(gen)
     dp.slots = slots
     dp.set_hook(LO, "xdp", HOOK_XDP)
     dp.set_hook(LO, "tc-ingress", HOOK_TC_IN)

@@ -71,10 +71,9 @@ def tcp_len_consistent(frame: bytes) -> bool:
 
 def apply(dp, gen, hooks: list[HookPolicies]):
     """Compile ``hooks`` into generation ``gen`` and make it active."""
-    tables = compile_generation(gen, hooks, dp.slots)
-    dp.write_tables(tables)
+    dp.write(gen, hooks, dp.slots)
     dp.flip(gen)
-    return tables
+    return compile_generation(gen, hooks, dp.slots)
 
 
 def run(dp, kind, frame, repeat=1):

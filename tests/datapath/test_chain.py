@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import pytest
+
+from emptcp import abi
+from emptcp.runtime.generation import PROG_ARRAYS
 from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 
@@ -98,14 +101,16 @@ def test_eight_selectors_and_eight_actions(dp):
 def test_missing_stage_counts_missed_tail_call(dp):
     hook = HOOK_XDP
     apply(dp, 1, [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("count"), StageRef("drop")])])])
-    dp.uninstall(1, "xdp", dp.slots[("drop", "xdp")])
+    drop_key = abi.prog_key(1, dp.slots[("drop", "xdp")]).to_bytes(4, "little")
+    progs = dp.maps[PROG_ARRAYS["xdp"]]
+    progs.delete(drop_key)
     try:
         assert run(dp, "xdp", tcp4()).retval == XDP_PASS   # never the drop
         assert stat(dp, hook, 0, ACT, 0)["packets"] == 1
         assert stat(dp, hook, 0, ACT, 1)["missed_tail_calls"] == 1
         assert dp.hook_stats(hook)["missed_tail_calls"] == 1
     finally:
-        dp.install(1, {("drop", "xdp"): dp.slots[("drop", "xdp")]})
+        progs.put(drop_key, dp.stages[("drop", "xdp")].fd.to_bytes(4, "little"))
 
 
 def test_generation_flip_is_per_packet_snapshot(dp):
@@ -169,9 +174,11 @@ def test_missed_tail_call_is_no_verdict(dp, kind, hook, undecided):
     """A stage that cannot run decides nothing: on TC the next program still runs."""
     t = "xdp" if kind == "xdp" else "tc"
     apply(dp, 1, [HookPolicies(hook, kind, [PolicySpec([], [StageRef("count"), StageRef("pass")])])])
-    dp.uninstall(1, t, dp.slots[("pass", t)])
+    key = abi.prog_key(1, dp.slots[("pass", t)]).to_bytes(4, "little")
+    progs = dp.maps[PROG_ARRAYS[t]]
+    progs.delete(key)
     try:
         assert run(dp, kind, tcp4()).retval == undecided
         assert dp.hook_stats(hook)["missed_tail_calls"] == 1
     finally:
-        dp.install(1, {("pass", t): dp.slots[("pass", t)]})
+        progs.put(key, dp.stages[("pass", t)].fd.to_bytes(4, "little"))

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 from ..conftest import require
 
@@ -23,7 +22,6 @@ EXAMPLE = os.path.join(REPO, "examples", "plugins", "emptcp-ttl")
 
 def test_doc_written_plugin_installs_and_passes_its_tests(root, tmp_path):
     require(shutil.which("clang") is not None, "clang is not installed")
-    t0 = time.monotonic()
     src, target = tmp_path / "emptcp-ttl", tmp_path / "site"
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns(
         "build", "*.egg-info", "__pycache__", "*.o", ".pytest_cache"))
@@ -53,4 +51,3 @@ def test_doc_written_plugin_installs_and_passes_its_tests(root, tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert " passed" in r.stdout and "skipped" not in r.stdout and "failed" not in r.stdout, out
-    assert time.monotonic() - t0 < 60

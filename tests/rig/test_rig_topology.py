@@ -6,7 +6,7 @@ import time
 import pytest
 
 from emptcp.rig import Rig, PathSpec, cleanup_stale
-from emptcp.rig import netns
+from emptcp import netns
 
 
 def _netns_names():

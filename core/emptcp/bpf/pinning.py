@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import ConfigError
+from .maps import Map
 from .objects import Object, ObjectSpec
 from .programs import ProgType
 
-__all__ = ["PinPolicy", "MapPin", "ObjectDescription", "load", "ensure_dir"]
+__all__ = ["PinPolicy", "MapPin", "ObjectDescription", "load", "open_object", "unpin_all",
+           "ensure_dir"]
 
 _PROG_TYPES = {"xdp": ProgType.XDP, "tc": ProgType.SCHED_CLS, "sched_cls": ProgType.SCHED_CLS,
                "sched_act": ProgType.SCHED_ACT, "socket_filter": ProgType.SOCKET_FILTER}
@@ -79,6 +80,7 @@ class ObjectDescription:
 
     @classmethod
     def from_toml(cls, path: str) -> "ObjectDescription":
+        import tomllib   # only descriptions read from files need the TOML parser
         with open(path, "rb") as f:
             try:
                 data = tomllib.load(f)
@@ -94,19 +96,18 @@ def ensure_dir(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-@contextlib.contextmanager
-def load(desc: ObjectDescription, *, unpin_only_fail: bool = True) -> Iterator[Object]:
-    """Open, pin/reuse maps by policy, load; yield the live object.
+def open_object(desc: ObjectDescription, *, maps: Mapping[str, Map] | None = None,
+                autoload: Iterable[str] | None = None) -> tuple[Object, list[str]]:
+    """Open ``desc``'s object, reuse or pin its maps by policy, load it.
 
-    On any failure (load or inside the block) the pins this call created are
-    removed and pre-existing pins are left untouched. With
-    ``unpin_only_fail=False`` they are also removed on a clean exit.
+    ``maps`` hands live maps to reuse by name (shared maps held in memory, e.g.
+    by a test harness); ``autoload`` restricts loading to those programs (the
+    others are not verified). Returns the live object and the pins this call
+    created; on failure nothing it pinned is left behind. The caller closes the
+    object (``load()`` is the context-managed form).
     """
     spec = ObjectSpec(desc.path)
     created: list[str] = []
-    replaced: list[tuple[str, str]] = []
-    obj: Object | None = None
-    ok = False
     try:
         for name, prog_type in desc.programs.items():
             if name not in spec.programs:
@@ -114,6 +115,17 @@ def load(desc: ObjectDescription, *, unpin_only_fail: bool = True) -> Iterator[O
                                   desc.path)
             if prog_type is not None:
                 spec.programs[name].type = prog_type
+        if autoload is not None:
+            wanted = set(autoload)
+            unknown = wanted - set(spec.programs)
+            if unknown:
+                raise ConfigError(f"object has no program(s) {sorted(unknown)} "
+                                  f"(has: {sorted(spec.programs)})", desc.path)
+            for name, prog in spec.programs.items():
+                prog.autoload = name in wanted
+        for name, m in (maps or {}).items():
+            if name in spec.maps:
+                spec.maps[name].reuse(m)
         fresh: dict[str, MapPin] = {}
         for name, pin in desc.pin_maps.items():
             if name not in spec.maps:
@@ -125,24 +137,49 @@ def load(desc: ObjectDescription, *, unpin_only_fail: bool = True) -> Iterator[O
             elif pin.policy is not PinPolicy.REUSE_IF_EXISTS:
                 fresh[name] = pin
         obj = spec.load()
+    except BaseException:
+        spec.close()
+        raise
+    try:
         for name, pin in fresh.items():
             ensure_dir(os.path.dirname(pin.path))
             if os.path.exists(pin.path):  # REPLACE: pin beside, then rename over atomically
                 tmp = f"{pin.path}-new-{os.getpid()}"  # bpffs names cannot hold "."
                 obj.maps[name].pin(tmp)
-                replaced.append((tmp, pin.path))
                 os.rename(tmp, pin.path)
             else:
                 obj.maps[name].pin(pin.path)
                 created.append(pin.path)
+    except BaseException:
+        unpin_all(created)
+        obj.close()
+        raise
+    return obj, created
+
+
+def unpin_all(paths: Iterable[str]) -> None:
+    """Remove pins (in reverse order of creation); missing ones are fine."""
+    for path in reversed(list(paths)):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def load(desc: ObjectDescription, *, unpin_only_fail: bool = True,
+         maps: Mapping[str, Map] | None = None,
+         autoload: Iterable[str] | None = None) -> Iterator[Object]:
+    """Open, pin/reuse maps by policy, load; yield the live object (see :func:`open_object`).
+
+    On any failure (load or inside the block) the pins this call created are
+    removed and pre-existing pins are left untouched. With
+    ``unpin_only_fail=False`` they are also removed on a clean exit.
+    """
+    obj, created = open_object(desc, maps=maps, autoload=autoload)
+    ok = False
+    try:
         yield obj
         ok = True
     finally:
-        if obj is not None:
-            obj.close()
-        else:
-            spec.close()
+        obj.close()
         if not ok or not unpin_only_fail:
-            for path in created:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            unpin_all(created)

@@ -230,8 +230,7 @@ def encode_service(ranges: Iterable, mode: str = "either") -> bytes:
     return struct.pack("<BB2x", len(rs), modes[mode]) + body
 
 
-MPTCP_SUBTYPES = {"mp_capable": 0, "mp_join": 1, "dss": 2, "add_addr": 3, "rm_addr": 4,
-                  "mp_prio": 5, "mp_fail": 6, "mp_fastclose": 7, "mp_tcprst": 8}
+MPTCP_SUBTYPES = abi.MPTCP_SUBTYPE_NUMBERS
 
 
 def encode_mptcp_subtype(subtype: int | str) -> int:
@@ -272,7 +271,7 @@ def encode_tcp_opt_del(kind: int = 30, subtype: int | str | None = None) -> int 
     """Strip options of ``kind`` (MPTCP: optionally only ``subtype``)."""
     if isinstance(kind, bool) or not isinstance(kind, int) or not 2 <= kind <= 255:
         raise ValueError(f"tcp_opt_del: kind {kind!r} out of range 2..255")
-    sub = 0xFF if subtype is None else encode_mptcp_subtype(subtype)
+    sub = abi.SUBTYPE_ANY if subtype is None else encode_mptcp_subtype(subtype)
     if kind == 30 and subtype is not None:
         return sub
     return struct.pack("<BB", kind, sub)

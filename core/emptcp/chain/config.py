@@ -34,6 +34,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..abi import LIMITS, P_IMM_MASK, PARAM_SIZE
 from ..errors import ConfigError, PluginError
 from .model import AND, OR, Config, Hook, Policy, Stage, _FIRST_PARAM
 from .stages import HOOKS, StageSpec, validate_params
@@ -41,7 +42,6 @@ from .stages import HOOKS, StageSpec, validate_params
 __all__ = ["load_file", "parse_text", "resolve", "Resolved", "ResolvedHook", "ResolvedPolicy",
            "ResolvedStage", "LIMITS"]
 
-LIMITS = {"stages": 8, "policies_per_hook": 128, "hooks": 32, "tail_calls": 32}
 _TOP = {"hooks", "services", "policy"}
 _HOOK_KEYS = {"interface", "type", "mode", "position"}
 _POLICY_KEYS = {"name", "hook", "priority", "selectors", "actions"}
@@ -415,13 +415,13 @@ def _resolve_stage(stage: Stage, kind: str, hook: ResolvedHook, cfg: Config,
         raise PluginError(spec.plugin, f"encoding parameters of '{spec.name}' raised "
                           f"{type(e).__name__}: {e}", spec.distribution) from None
     if isinstance(encoded, int) and not isinstance(encoded, bool):
-        if not 0 <= encoded <= 63:
+        if not 0 <= encoded <= P_IMM_MASK:
             raise PluginError(spec.plugin, f"stage '{spec.name}' encoded an immediate "
-                              f"{encoded} outside 0..63", spec.distribution)
+                              f"{encoded} outside 0..{P_IMM_MASK}", spec.distribution)
     elif isinstance(encoded, (bytes, bytearray)):
-        if len(encoded) > 64:
+        if len(encoded) > PARAM_SIZE:
             raise PluginError(spec.plugin, f"stage '{spec.name}' encoded {len(encoded)} bytes "
-                              "(at most 64)", spec.distribution)
+                              f"(at most {PARAM_SIZE})", spec.distribution)
         encoded = bytes(encoded)
     else:
         raise PluginError(spec.plugin, f"stage '{spec.name}' encoder returned "

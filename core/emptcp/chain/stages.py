@@ -12,13 +12,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..abi import ABI_VERSION, KINDS
 from ..errors import ConfigError
 
 __all__ = ["Param", "StageSpec", "HOOKS", "HOOK_TYPE", "REQUIRED", "ABI_VERSION",
            "validate_params"]
 
-ABI_VERSION = 1
-HOOKS = ("xdp", "tc-ingress", "tc-egress")
+HOOKS = tuple(KINDS)
 #: program type needed by each hook: both TC directions run SCHED_CLS programs
 HOOK_TYPE = {"xdp": "xdp", "tc-ingress": "tc", "tc-egress": "tc"}
 

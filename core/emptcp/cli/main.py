@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -14,7 +13,7 @@ from typing import Any, Callable
 
 from . import operations, plugin_commands
 from .. import __version__
-from ..runtime.engine import DEFAULT_PIN_ROOT
+from ..abi import DEFAULT_PIN_ROOT
 from ..errors import ConfigError, EmptcpError, PluginError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -32,6 +31,9 @@ examples:
   emptcp run --metrics :9436 policy.toml     apply, serve events and Prometheus metrics
   emptcp exporter --listen 127.0.0.1:9436    only the metrics (any process may apply)
   emptcp demo                                see emptcp steer a real MPTCP connection
+
+Plugins may add commands (`emptcp plugins` lists the installed plugins); they
+are loaded only when such a command is used.
 """
 
 
@@ -47,7 +49,10 @@ def _pin_root(p: argparse.ArgumentParser) -> None:
                         "env EMPTCP_PIN_ROOT)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; ``with_plugins`` adds the commands plugins provide, which
+    means discovering and importing the installed plugins (skipped for core commands
+    and ``--help``, to keep start-up short)."""
     parser = argparse.ArgumentParser(
         prog="emptcp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Policy chains of small eBPF programs on XDP and TC hooks, "
@@ -115,12 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugin_commands.add_parsers(sub)
     operations.add_parsers(sub)
-    try:
-        for err in plugin_manager().add_commands(sub):
-            logging.getLogger("emptcp").warning("%s", err)
-    except Exception as e:  # a plugin's broken CLI must not break the core's
-        logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
+    if with_plugins:
+        try:
+            for err in plugin_manager().add_commands(sub):
+                logging.getLogger("emptcp").warning("%s", err)
+        except Exception as e:  # a plugin's broken CLI must not break the core's
+            logging.getLogger("emptcp").warning("plugin commands unavailable: %s", e)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word: the first argument that is not an option (top-level options
+    take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 # ---- commands ----------------------------------------------------------------
@@ -146,8 +158,8 @@ def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..runtime.api import status
-    st = status(args.pin_root)
+    from ..runtime.engine import Engine   # reading needs no configuration layer
+    st = Engine(args.pin_root).status()
     if args.json:
         print(json.dumps(st, indent=2))
         return EXIT_OK
@@ -308,17 +320,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "apply": cmd_apply, "plan": lambda a: cmd_apply(a, dry_run=True), "status": cmd_status,
     "detach": cmd_detach, "events": cmd_events, "run": cmd_run, "demo": cmd_demo,
 }
+#: commands of the core (no plugin discovery needed to parse them)
+CORE_COMMANDS = frozenset(COMMANDS) | frozenset(plugin_commands.COMMAND_NAMES)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser(with_plugins=command is not None and command not in CORE_COMMANDS)
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="emptcp: %(levelname)s: %(message)s")
     if args.verbose < 2:
         logging.getLogger("emptcp.bpf.libbpf").setLevel(logging.ERROR)
-    from ..bpf.libbpf import sync_print_level
-    sync_print_level()  # -vv: let libbpf's debug lines through
+    if "emptcp.bpf.libbpf" in sys.modules:  # else it reads the level when first imported
+        sys.modules["emptcp.bpf.libbpf"].sync_print_level()  # -vv: libbpf's debug lines
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -12,7 +12,10 @@ import os
 import re
 import sys
 
-__all__ = ["add_parsers", "cmd_plugins", "cmd_build", "cmd_new_plugin", "verifier_excerpt"]
+#: the commands this module adds
+COMMAND_NAMES = ("plugins", "build", "new-plugin")
+
+__all__ = ["COMMAND_NAMES", "add_parsers", "cmd_plugins", "cmd_build", "cmd_new_plugin", "verifier_excerpt"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 

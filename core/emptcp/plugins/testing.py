@@ -42,7 +42,6 @@ class ChainHarness:
     """
 
     def __init__(self, specs: Iterable[StageSpec] = (), builtins: Iterable[str] = ("drop", "pass", "count")) -> None:
-        from ..chain.compiler import HookPolicies  # noqa: F401  (fail early if missing)
         from ..runtime.datapath import Datapath
         from .builtin import builtin_specs
         self.dp = Datapath(builtin_object("entry"))
@@ -51,11 +50,8 @@ class ChainHarness:
         self.specs = known
         try:
             for spec in known.values():
-                obj = self.dp._load(spec.object, self.dp.maps)
-                for htype, prog in spec.programs.items():
-                    self.dp.stages[(spec.name, htype)] = obj.programs[prog]
-            self.slots = self.dp.auto_slots()
-            self.dp.install(0, self.slots)
+                self.dp.load_stage(spec.name, spec.object, spec.programs)
+            self.slots = self.dp.install(0)
             for kind, hid in HOOK_IDS.items():
                 self.dp.set_hook(LO, kind, hid)
         except BaseException:
@@ -81,19 +77,22 @@ class ChainHarness:
         Parameters are validated and encoded like TOML ones (a
         :class:`emptcp.errors.ConfigError` on bad values). Policies of one
         hook are tried in the order they were added."""
-        from ..chain.compiler import HookPolicies, PolicySpec, compile_generation
+        from ..chain.compiler import PolicySpec
         self._policies[kind].append(PolicySpec([self._ref(s) for s in selectors],
                                                [self._ref(a) for a in actions],
                                                uid=len(self._policies[kind]) + 1))
+        self._write()
+
+    def _write(self) -> None:
+        from ..chain.compiler import HookPolicies
         hooks = [HookPolicies(HOOK_IDS[k], k, p) for k, p in self._policies.items() if p]
-        self.dp.write_tables(compile_generation(0, hooks, self.slots))
+        self.dp.write(0, hooks, self.slots)
         self.dp.flip(0)
 
     def clear(self) -> None:
         """Remove every policy of every hook and zero all hook and stage counters."""
-        from ..chain.compiler import compile_generation
         self._policies = {k: [] for k in HOOK_IDS}
-        self.dp.write_tables(compile_generation(0, [], self.slots))
+        self._write()
         self.dp.clear_stats()
 
     def run(self, kind: str, frame: bytes, **kw: Any):

@@ -15,7 +15,6 @@ the next command cleans up what the failed one left. A lock serialises applies.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -23,29 +22,28 @@ import shutil
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import builtin_object
-from ..chain.compiler import HookPolicies, PolicySpec, StageRef, compile_generation
-from ..chain.config import Resolved, ResolvedStage
-from ..errors import EmptcpError, NotFoundError
+from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS,
+                   SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
+from ..errors import EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
 from ..bpf.maps import Map, MapType
 from ..bpf.objects import Object, ObjectSpec
+from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
+from .generation import PROG_ARRAYS, GenerationWriter, Written
+from .pinroot import PinRoot, check_on_bpffs, locked, unpin
 from .rcu import wait_grace_period
-from ..abi import (ABI_VERSION, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS, MAX_POLICIES, POLICY,
-                  SLOTS_PER_GEN, STAGE_STAT, STATE, policy_index, stage_stat_index)
 from ..chain.stages import HOOK_TYPE, StageSpec
 
-__all__ = ["DEFAULT_PIN_ROOT", "Engine", "ApplyResult"]
+if TYPE_CHECKING:  # the configuration layer is needed to apply, not to read status
+    from ..chain.config import Resolved, ResolvedStage
 
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
+__all__ = ["DEFAULT_PIN_ROOT", "Engine", "ApplyResult", "StageLoadError"]
+
 KIND = KINDS
-ENTRY_PROGRAM = {"xdp": "emptcp_xdp_entry", "tc-ingress": "emptcp_tc_ingress_entry",
-                 "tc-egress": "emptcp_tc_egress_entry"}
-PROG_ARRAY = {"xdp": "emptcp_xdp_progs", "tc": "emptcp_tc_progs"}
-SLOTS = SLOTS_PER_GEN
 #: a generation deactivated longer ago than this has certainly seen an RCU grace
 #: period (they take milliseconds); a more recent one is retired by waiting for one
 SETTLED_S = 1.0
@@ -62,27 +60,6 @@ class ApplyResult:
     summary: list[str]
 
 
-class PinRoot:
-    def __init__(self, root: str) -> None:
-        self.root = root.rstrip("/") or "/"
-        self.maps = os.path.join(self.root, "maps")
-        self.links = os.path.join(self.root, "links")
-
-    def map(self, name: str) -> str:
-        return os.path.join(self.maps, name)
-
-    def link(self, hook_type: str, iface: str) -> str:
-        # bpffs refuses names with '.', so "eth0.100" becomes "eth0_100"
-        return os.path.join(self.links, f"{hook_type}@{iface.replace('.', '_')}")
-
-    def gen(self, g: int) -> str:
-        return os.path.join(self.root, f"gen{g}")
-
-    def lock_path(self) -> str:
-        tag = hashlib.sha1(self.root.encode()).hexdigest()[:12]
-        return f"/run/lock/emptcp-{tag}.lock"
-
-
 # ---- generation descriptions: JSON in a pinned array map -----------------------
 def write_meta(path: str, doc: dict[str, Any]) -> None:
     raw = json.dumps(doc, sort_keys=True).encode()
@@ -97,12 +74,6 @@ def write_meta(path: str, doc: dict[str, Any]) -> None:
         os.replace(tmp, path)
 
 
-def unpin(path: str) -> None:
-    """Remove a pin if present (bpffs answers EPERM, not ENOENT, for a missing name)."""
-    if os.path.lexists(path):
-        os.unlink(path)
-
-
 def read_meta(path: str) -> dict[str, Any] | None:
     try:
         m = Map.from_pin(path, key=int)
@@ -112,26 +83,6 @@ def read_meta(path: str) -> dict[str, Any] | None:
         length = struct.unpack_from("I", m[0])[0]
         raw = b"".join(m[i] for i in range(1, m.info.max_entries))[:length]
     return json.loads(raw)
-
-
-@contextlib.contextmanager
-def locked(root: PinRoot, timeout: float | None = None) -> Iterator[None]:
-    """Serialise commands that change one pin root (the kernel drops the lock on SIGKILL)."""
-    os.makedirs(os.path.dirname(root.lock_path()), exist_ok=True)
-    fd = os.open(root.lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:  # type: ignore[operator]
-                    raise EmptcpError(f"{root.root} is locked by another emptcp command") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: str) -> str:
@@ -149,29 +100,27 @@ class Engine:
 
     # ---- shared maps ---------------------------------------------------------
     def _open_entry(self, created: list[str]) -> Object:
-        """Load the entry object with the shared maps; pin those that were missing."""
-        spec = ObjectSpec(builtin_object("entry"))
-        try:
-            for name, m in spec.maps.items():
-                if name.startswith("emptcp_") and os.path.exists(self.pins.map(name)):
-                    m.reuse(self.pins.map(name))
-            obj = spec.load()
-        except BaseException:
-            spec.close()
-            raise
-        os.makedirs(self.pins.maps, exist_ok=True)
-        for name, m in obj.maps.items():
-            if name.startswith("emptcp_") and not os.path.exists(self.pins.map(name)):
-                m.pin(self.pins.map(name))
-                created.append(self.pins.map(name))
+        """Load the entry object with the shared maps: reuse the pinned ones, create and
+        pin the missing ones (recorded in ``created``) -- the users' object loader."""
+        desc = ObjectDescription(builtin_object("entry"), pin_maps={
+            name: MapPin(self.pins.map(name), PinPolicy.PIN_IF_NOT_EXISTS)
+            for name in SHARED_MAPS})
+        obj, pinned = open_object(desc)
+        created.extend(pinned)
         return obj
+
+    def _writer(self, stack: contextlib.ExitStack) -> GenerationWriter:
+        """The generation writer over the pinned shared maps (closed with ``stack``)."""
+        return GenerationWriter({name: stack.enter_context(Map.from_pin(self.pins.map(name)))
+                                 for name in SHARED_MAPS
+                                 if MAPS[name][0] != "ringbuf"})
 
     def _shared(self, name: str, **codec: Any) -> Map:
         return Map.from_pin(self.pins.map(name), **codec)
 
     def state(self) -> tuple[int, dict[str, Any]] | None:
         """(active generation, its description) or None when nothing is applied."""
-        if not os.path.exists(self.pins.map("emptcp_state")):
+        if not self.pins.exists() or not os.path.exists(self.pins.map("emptcp_state")):
             return None
         with self._shared("emptcp_state", key=int, value=STATE.format) as st:
             gen, abi = st[0]
@@ -199,28 +148,32 @@ class Engine:
             return ApplyResult(False, current[0], ["no changes: this configuration is "  # type: ignore[index]
                                                    "already applied"])
         if dry_run:
-            self._preflight(objects)
+            try:
+                self._preflight(resolved, objects)
+            finally:
+                if current is None:
+                    self._remove_empty_dirs()
             return ApplyResult(bool(summary), current[0] if current else -1, summary)
         created: list[str] = []      # pins this apply made; removed if it fails
         attached: list[str] = []     # link pins this apply made
         moved: list[tuple[str, str]] = []  # (link pin, previous position) re-placed links
         new_hook_keys: list[bytes] = []
         loaded: list[Object] = []
+        stack = contextlib.ExitStack()
         try:
             self._progress("load")
             entry = self._open_entry(created)
             loaded.append(entry)
+            writer = self._writer(stack)
             gen = self._next_generation(current)
             self._progress("clear")
-            self._clear_generation(gen)
+            self._clear_generation(writer, gen)
             self._progress("programs")
-            slots = self._install_programs(gen, objects, loaded,
+            slots = self._install_programs(writer, gen, resolved, objects, loaded,
                                            self._reusable(current, hashes))
-            hook_ids = self._assign_hook_ids(resolved, old, new_hook_keys)
+            hook_ids = self._assign_hook_ids(writer, resolved, old, new_hook_keys)
             self._progress("tables")
-            written = self._write_tables(gen, resolved, slots, hook_ids)
-            written["slots"] = {t: max([s for (tt, _), s in slots.items() if tt == t], default=0)
-                                for t in PROG_ARRAY}
+            written = self._write_tables(writer, gen, resolved, slots, hook_ids).as_dict()
             stage_objects = {f"{t}:{st.name}": path for path, uses in objects.items()
                              for t, st in uses}
             doc = {"committed": True, "written": written, "objects": hashes,
@@ -234,18 +187,19 @@ class Engine:
             self._progress("attach")
             self._attach(resolved, entry, attached, old, moved)
             self._progress("flip")
-            with self._shared("emptcp_state", key=int, value=STATE.format) as st:
-                st[0] = (gen, ABI_VERSION)
+            writer.flip(gen)
         except BaseException:
+            stack.close()
             self._rollback(created, attached, new_hook_keys, old)
             self._unmove(moved)
             raise
         finally:
             for o in loaded:
                 o.close()
-        self._progress("cleanup")
-        self._reset_stats(old, resolved, hook_ids)
-        self._cleanup_stale(doc)
+        with stack:
+            self._progress("cleanup")
+            self._reset_stats(writer, old, resolved, hook_ids)
+            self._cleanup_stale(doc, writer)
         return ApplyResult(True, gen, summary)
 
     def _stage_objects(self, resolved: Resolved) -> dict[str, list[tuple[str, StageSpec]]]:
@@ -259,11 +213,13 @@ class Engine:
         return {path: [(t, spec) for (t, _), spec in sorted(d.items())]
                 for path, d in sorted(need.items())}
 
-    def _preflight(self, objects: dict[str, list[tuple[str, StageSpec]]]) -> None:
+    def _preflight(self, resolved: Resolved,
+                   objects: dict[str, list[tuple[str, StageSpec]]]) -> None:
         """Verifier preflight: load every stage object (and the entry) without attaching."""
         ObjectSpec(builtin_object("entry")).load().close()
-        for path in objects:
-            ObjectSpec(path).load().close()
+        for path, uses in objects.items():
+            with stage_context(resolved, path, uses):
+                ObjectSpec(path).load().close()
 
     def _next_generation(self, current: tuple[int, dict[str, Any]] | None) -> int:
         if current is None:
@@ -279,33 +235,12 @@ class Engine:
                 time.sleep(GRACE_S - since)
         return gen
 
-    def _clear_generation(self, gen: int) -> None:
+    def _clear_generation(self, writer: GenerationWriter, gen: int) -> None:
         """Empty generation ``gen`` before it is rebuilt: exactly the entries its last
         description says it wrote, or every entry of the generation if that is unknown."""
         meta = read_meta(self.pins.gen(gen))
         written = (meta or {}).get("written")
-        if written is None:
-            slots = {t: SLOTS - 1 for t in PROG_ARRAY}
-            policies = [policy_index(gen, 0, 0) + i for i in range(MAX_HOOKS * MAX_POLICIES)]
-            lo, hi = policy_index(gen, 0, 0) * 16, policy_index(gen + 1, 0, 0) * 16
-            with self._shared("emptcp_params", key=int) as params:
-                param_keys = [k for k in params if lo <= k < hi]
-        else:
-            slots, policies, param_keys = (written["slots"], written["policies"],
-                                           written["params"])
-        for t, n in slots.items():
-            with self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
-                for slot in range(1, n + 1):
-                    with contextlib.suppress(NotFoundError):
-                        pa.delete(gen * SLOTS + slot)
-        if policies:
-            with self._shared("emptcp_policies") as pol:
-                pol.update_batch_packed(struct.pack(f"{len(policies)}I", *policies),
-                                        bytes(POLICY.size * len(policies)))
-        if param_keys:
-            with self._shared("emptcp_params", key=int) as params:
-                with contextlib.suppress(NotFoundError):
-                    params.delete_batch(param_keys)
+        writer.clear(gen, None if written is None else Written.from_dict(written))
         unpin(self.pins.gen(gen))
 
     def _reusable(self, current: tuple[int, dict[str, Any]] | None,
@@ -322,19 +257,17 @@ class Engine:
             if doc.get("stage_objects", {}).get(key) not in same:
                 continue
             with contextlib.suppress(EmptcpError), \
-                    self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
-                ids[(t, name)] = pa[gen * SLOTS + slot]
+                    self._shared(PROG_ARRAYS[t], key=int, value=int) as pa:
+                ids[(t, name)] = pa[prog_key(gen, slot)]
         return ids
 
-    def _install_programs(self, gen: int, objects: dict[str, list[tuple[str, StageSpec]]],
-                          loaded: list[Object],
+    def _install_programs(self, writer: GenerationWriter, gen: int, resolved: Resolved,
+                          objects: dict[str, list[tuple[str, StageSpec]]], loaded: list[Object],
                           reuse: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
         """Put every stage's program in a slot of ``gen``'s prog array: the running
         generation's program where ``reuse`` has it, else a freshly loaded one."""
-        slots: dict[tuple[str, str], int] = {}
-        next_slot = {"xdp": 1, "tc": 1}
+        fds: dict[tuple[str, str], int] = {}
         for path, uses in objects.items():
-            fds: dict[tuple[str, str], int] = {}
             todo = []
             for t, st in uses:
                 prog_id = reuse.get((t, st.name))
@@ -346,35 +279,22 @@ class Engine:
                         continue
                 todo.append((t, st))
             if todo:
-                obj = self._load_stage_object(path, {st.programs[t] for t, st in todo})
+                with stage_context(resolved, path, todo):
+                    obj = self._load_stage_object(writer, path, {st.programs[t] for t, st in todo})
                 loaded.append(obj)
                 for t, st in todo:
                     fds[(t, st.name)] = obj.programs[st.programs[t]].fd
-            for t, st in uses:
-                slot = next_slot[t]
-                if slot >= SLOTS:
-                    raise EmptcpError(f"more than {SLOTS - 1} {t} stages in one configuration")
-                next_slot[t] += 1
-                with self._shared(PROG_ARRAY[t], key=int, value=int) as pa:
-                    pa[gen * SLOTS + slot] = fds[(t, st.name)]
-                slots[(t, st.name)] = slot
-        return slots
+        order = [(t, st.name) for uses in objects.values() for t, st in uses]
+        return writer.install(gen, {key: fds[key] for key in order})
 
-    def _load_stage_object(self, path: str, wanted: set[str]) -> Object:
-        spec = ObjectSpec(path)
-        try:
-            for name, p in spec.programs.items():
-                p.autoload = name in wanted
-            for name, m in spec.maps.items():
-                if name.startswith("emptcp_") and os.path.exists(self.pins.map(name)):
-                    m.reuse(self.pins.map(name))
-            return spec.load()
-        except BaseException:
-            spec.close()
-            raise
+    def _load_stage_object(self, writer: GenerationWriter, path: str,
+                           wanted: set[str]) -> Object:
+        """Load only the ``wanted`` programs of a stage object, its shared maps reused."""
+        obj, _ = open_object(ObjectDescription(path), maps=writer.maps, autoload=wanted)
+        return obj
 
-    def _assign_hook_ids(self, resolved: Resolved, old: dict[str, Any] | None,
-                         new_keys: list[bytes]) -> dict[str, int]:
+    def _assign_hook_ids(self, writer: GenerationWriter, resolved: Resolved,
+                         old: dict[str, Any] | None, new_keys: list[bytes]) -> dict[str, int]:
         """Stable ids: a hook keeps its id; new hooks never take an id the running
         generation still uses (its packets would run the old hook's policies)."""
         taken = {}
@@ -383,26 +303,24 @@ class Engine:
                 taken[(h["ifindex"], h["type"])] = old["hook_ids"][h["name"]]
         used = set(taken.values())
         ids: dict[str, int] = {}
-        with self._shared("emptcp_hooks") as hooks:
-            for h in resolved.hooks.values():
-                key = (h.ifindex, h.type)
-                if key in taken:
-                    ids[h.name] = taken[key]
-                    continue
-                free = next((i for i in range(MAX_HOOKS) if i not in used), None)
-                if free is None:
-                    raise EmptcpError(f"no free hook id (at most {MAX_HOOKS} hooks)")
-                used.add(free)
-                ids[h.name] = free
-                raw = struct.pack("II", h.ifindex, KIND[h.type])
-                hooks[raw] = struct.pack("I", free)
-                new_keys.append(raw)
+        for h in resolved.hooks.values():
+            key = (h.ifindex, h.type)
+            if key in taken:
+                ids[h.name] = taken[key]
+                continue
+            free = next((i for i in range(MAX_HOOKS) if i not in used), None)
+            if free is None:
+                raise EmptcpError(f"no free hook id (at most {MAX_HOOKS} hooks)")
+            used.add(free)
+            ids[h.name] = free
+            new_keys.append(writer.set_hook(h.ifindex, h.type, free))
         return ids
 
-    def _write_tables(self, gen: int, resolved: Resolved, slots: dict[tuple[str, str], int],
-                      hook_ids: dict[str, int]) -> dict[str, list[int]]:
-        """Fill the policy and parameter tables of ``gen`` (encoded by the chain
-        compiler, the one place that knows their bytes); return the keys written."""
+    def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
+                      slots: dict[tuple[str, str], int], hook_ids: dict[str, int]) -> Written:
+        """Fill the policy and parameter tables of ``gen``; return the keys written."""
+        from ..chain.compiler import HookPolicies, PolicySpec, StageRef
+
         def ref(s: ResolvedStage) -> StageRef:
             return StageRef(s.spec.name, s.encoded, s.op)
         uid = iter(range(1, 1 << 16))
@@ -411,12 +329,7 @@ class Engine:
                                           [ref(a) for a in p.actions], next(uid))
                                for p in h.policies])
                  for h in resolved.hooks.values()]
-        tables = compile_generation(gen, hooks, {(n, t): slot for (t, n), slot in slots.items()})
-        with self._shared("emptcp_params", key=int) as m:
-            m.update_batch(tables.params.items())
-        with self._shared("emptcp_policies", key=int) as m:
-            m.update_batch(tables.policies.items())
-        return {"policies": sorted(tables.policies), "params": sorted(tables.params)}
+        return writer.write(gen, hooks, slots)
 
     def _attach(self, resolved: Resolved, entry: Object, attached: list[str],
                 old: dict[str, Any] | None = None,
@@ -437,7 +350,7 @@ class Engine:
                             moved.append((path, before))  # type: ignore[arg-type]
                     continue
                 os.unlink(path)  # a defunct link (interface gone or renamed)
-            prog = entry.programs[ENTRY_PROGRAM[h.type]]
+            prog = entry.programs[ENTRY_PROGRAMS[h.type]]
             if h.type == "xdp":
                 link = attach_xdp(prog, h.ifindex, h.mode)
             else:
@@ -488,8 +401,8 @@ class Engine:
         if old is None:  # nothing was running before: leave no directories either
             self._remove_empty_dirs()
 
-    def _reset_stats(self, old: dict[str, Any] | None, resolved: Resolved,
-                     hook_ids: dict[str, int]) -> None:
+    def _reset_stats(self, writer: GenerationWriter, old: dict[str, Any] | None,
+                     resolved: Resolved, hook_ids: dict[str, int]) -> None:
         """Zero the counters of policies that are new or whose chain changed.
 
         Counters live per (hook id, policy position, stage). A policy that keeps
@@ -502,7 +415,7 @@ class Engine:
                     tuple(a["use"] for a in p["actions"]))
         before = {h["name"]: [shape(p) for p in h["policies"]]
                   for h in (old or {}).get("resolved", {}).get("hooks", [])}
-        zero_rows: list[int] = []
+        zero_rows: list[tuple[int, int]] = []
         new_hooks = []
         for h in resolved.describe()["hooks"]:
             hid = hook_ids[h["name"]]
@@ -513,18 +426,11 @@ class Engine:
             now = [shape(p) for p in h["policies"]]
             for pi in range(max(len(now), len(was))):
                 if pi >= len(now) or pi >= len(was) or now[pi] != was[pi]:
-                    zero_rows.append(stat_index(hid, pi, 0, 0))
-        if not zero_rows and not new_hooks:
-            return
-        with self._shared("emptcp_stage_stats", key=int) as stats:
-            keys = [first + i for first in zero_rows for i in range(16)]
-            stats.update_batch_packed(struct.pack(f"{len(keys)}I", *keys),
-                                      bytes(STAGE_STAT.size * stats.ncpu * len(keys)))
-        with self._shared("emptcp_hook_stats", key=int) as hstats:
-            for hid in new_hooks:
-                hstats[hid] = bytes(HOOK_STAT.size)
+                    zero_rows.append((hid, pi))
+        writer.zero_policy_stats(zero_rows)
+        writer.zero_hook_stats(new_hooks)
 
-    def _cleanup_stale(self, doc: dict[str, Any]) -> None:
+    def _cleanup_stale(self, doc: dict[str, Any], writer: GenerationWriter | None = None) -> None:
         """Detach links and hook ids that the active configuration does not have
         (left by a removed hook or by an apply killed midway)."""
         keep = {os.path.basename(self.pins.link(h["type"], h["interface"]))
@@ -535,11 +441,11 @@ class Engine:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.pins.links, name))
         live = {(h["ifindex"], KIND[h["type"]]) for h in doc["resolved"]["hooks"]}
-        with self._shared("emptcp_hooks") as hooks:
-            for raw in list(hooks.raw_keys()):
-                if struct.unpack("II", raw) not in live:
-                    with contextlib.suppress(NotFoundError):
-                        hooks.delete(raw)
+        with contextlib.ExitStack() as stack:
+            writer = writer or self._writer(stack)
+            for key in writer.hook_keys():
+                if key not in live:
+                    writer.delete_hook(*key)
         for g in range(MAX_GEN):  # half-written generation descriptions
             unpin(self.pins.gen(g) + "-tmp")
 
@@ -565,6 +471,7 @@ class Engine:
         return stale
 
     def status(self) -> dict[str, Any]:
+        check_on_bpffs(self.pins.root)
         current = self.state()
         out: dict[str, Any] = {"pin_root": self.pins.root, "applied": current is not None}
         out["stale"] = self._stale_links(current[1] if current else None)
@@ -625,6 +532,36 @@ class Engine:
                 raise EmptcpError(f"could not remove everything under {self.pins.root}: "
                                   f"{', '.join(left) or 'the directory itself'}")
             return removed
+
+
+class StageLoadError(EmptcpError):
+    """A stage's object failed to load; the message names the stage, its plugin and the
+    policies using it, then the kernel's reason (the verifier log's last lines)."""
+
+    def __init__(self, message: str, cause: EmptcpError) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.log = getattr(cause, "log", "")
+
+
+@contextlib.contextmanager
+def stage_context(resolved: Resolved, path: str, uses: list[tuple[str, StageSpec]]):
+    """Re-raise a load failure of the stage object ``path`` naming who needs it."""
+    try:
+        yield
+    except EmptcpError as e:
+        program = getattr(e, "program", None)
+        spec = next((st for t, st in uses if st.programs.get(t) == program), uses[0][1])
+        users = [f"'{p.name}' on hook '{h.name}'" for h in resolved.hooks.values()
+                 for p in h.policies if any(s.spec.name == spec.name
+                                            for s in p.selectors + p.actions)]
+        origin = f"plugin '{spec.plugin}'" + (f", distribution {spec.distribution}"
+                                              if spec.distribution else "")
+        what = (f"the verifier rejected program '{program}'" if isinstance(e, VerifierError)
+                else f"loading {path} failed")
+        tail = "\n".join(getattr(e, "log", "").strip().splitlines()[-12:]) or str(e)
+        raise StageLoadError(f"{spec.kind} '{spec.name}' ({origin}), used by policy "
+                             f"{', '.join(users) or '-'}: {what}:\n{tail}", e) from e
 
 
 def _tcx_order(ifindex: int, hook_type: str, link_id: int) -> dict[str, Any] | None:

@@ -17,28 +17,20 @@ Layouts (little-endian host order unless noted)::
 from __future__ import annotations
 
 import ipaddress
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Event", "Tuple", "MptcpOption", "decode", "EV_ADD_SUBFLOW", "EV_MPTCP_OPT",
            "EV_LOG", "EVENT_TYPES", "KIND_NAMES", "MPTCP_SUBTYPES"]
 
-EV_ADD_SUBFLOW = 1
-EV_MPTCP_OPT = 2
-EV_LOG = 3
-EVENT_TYPES = {EV_ADD_SUBFLOW: "add_subflow", EV_MPTCP_OPT: "mptcp_opt", EV_LOG: "log"}
-KIND_NAMES = {0: "xdp", 1: "tc-ingress", 2: "tc-egress"}
-MPTCP_SUBTYPES = {0: "MP_CAPABLE", 1: "MP_JOIN", 2: "DSS", 3: "ADD_ADDR", 4: "RM_ADDR",
-                  5: "MP_PRIO", 6: "MP_FAIL", 7: "MP_FASTCLOSE", 8: "MP_TCPRST"}
+from ..abi import (EV_ADD_SUBFLOW, EV_LOG, EV_MPTCP_OPT, EVENT_TYPES, KIND_NAMES,
+                   MPTCP_SUBTYPES)
+from ..abi import EV_LOG_VALUES as _LOG, EV_OPT_TAIL as _OPT_TAIL, EV_TUPLE as _TUPLE
+from ..abi import EVENT_HDR as _HDR
 
-_HDR = struct.Struct("=IIHBBI")
-_TUPLE = struct.Struct("=BB2s2sBB16s16s")
-_OPT_TAIL = struct.Struct("=BB2x40s")
-_LOG = struct.Struct("=4Q")
 HDR_SIZE = _HDR.size          # 16
 TUPLE_SIZE = _TUPLE.size      # 40
-assert HDR_SIZE == 16 and TUPLE_SIZE == 40
+
 
 
 @dataclass(frozen=True)

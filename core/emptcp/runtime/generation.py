@@ -1,0 +1,183 @@
+"""The one writer of generations: everything a packet reads, written into the shared maps.
+
+An apply (:class:`emptcp.runtime.engine.Engine`, maps opened from their pins) and the
+test harness (:class:`emptcp.plugins.testing.ChainHarness`, maps of a freshly loaded
+entry object) both go through :class:`GenerationWriter`, so ``BPF_PROG_TEST_RUN``
+tests exercise the same table writing as ``emptcp apply``.
+
+A generation is written while another one is active and becomes visible with one
+map update (:meth:`GenerationWriter.flip`); see docs/abi.md sections 4-5::
+
+    w = GenerationWriter(maps)                 # {name: emptcp.Map} of abi.SHARED_MAPS
+    w.clear(gen, previous_written)             # exactly what the last writer of gen wrote
+    slots = w.install(gen, {("xdp", "count"): prog_fd, ...})
+    written = w.write(gen, hooks, slots)       # policies + parameter blobs (chain.compiler)
+    w.flip(gen)
+"""
+from __future__ import annotations
+
+import contextlib
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from .. import abi
+from ..bpf.maps import Map
+from ..errors import EmptcpError, NotFoundError
+
+if TYPE_CHECKING:
+    from ..chain.compiler import HookPolicies
+
+__all__ = ["GenerationWriter", "Written", "PROG_ARRAYS"]
+
+#: program type ("xdp" | "tc") -> its prog array (the kernel ties a prog array to one type)
+PROG_ARRAYS = {"xdp": "emptcp_xdp_progs", "tc": "emptcp_tc_progs"}
+
+
+def _u32(i: int) -> bytes:
+    return i.to_bytes(4, "little")
+
+
+@dataclass
+class Written:
+    """The table entries one write of a generation made: the next clear removes
+    exactly these (they are stored in the generation's description)."""
+    policies: list[int] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+    slots: dict[str, int] = field(default_factory=dict)   # program type -> highest slot
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policies": self.policies, "params": self.params, "slots": self.slots}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Written":
+        return cls(list(d.get("policies", [])), list(d.get("params", [])),
+                   dict(d.get("slots", {})))
+
+
+class GenerationWriter:
+    """Writes generations, hook ids and counters into one set of shared maps.
+
+    ``maps`` holds at least the tables named in :data:`emptcp.abi.SHARED_MAPS`
+    that the writer touches; the caller owns them (and closes them).
+    """
+
+    def __init__(self, maps: Mapping[str, Map]) -> None:
+        missing = [n for n in ("emptcp_policies", "emptcp_params", "emptcp_state",
+                               *PROG_ARRAYS.values()) if n not in maps]
+        if missing:
+            raise EmptcpError(f"generation writer needs the shared maps {', '.join(missing)}")
+        self.maps = maps
+
+    # ---- one generation ------------------------------------------------------
+    def clear(self, gen: int, written: Written | None, *, programs: bool = True) -> None:
+        """Empty generation ``gen`` before it is rebuilt: exactly the entries ``written``
+        lists, or every entry of the generation when that is unknown. ``programs=False``
+        keeps its prog-array slots (a caller that installs programs once, then rewrites
+        tables)."""
+        if written is None:
+            written = Written(
+                [abi.policy_index(gen, 0, 0) + i for i in range(abi.MAX_HOOKS * abi.MAX_POLICIES)],
+                self._param_keys_of(gen), {t: abi.SLOTS_PER_GEN - 1 for t in PROG_ARRAYS})
+        if not programs:
+            written = Written(written.policies, written.params, {})
+        for htype, top in written.slots.items():
+            table = self.maps[PROG_ARRAYS[htype]]
+            for slot in range(1, top + 1):
+                with contextlib.suppress(NotFoundError):
+                    table.delete(_u32(abi.prog_key(gen, slot)))
+        if written.policies:
+            self.maps["emptcp_policies"].update_batch_packed(
+                struct.pack(f"{len(written.policies)}I", *written.policies),
+                bytes(abi.POLICY.size * len(written.policies)))
+        if written.params:
+            with contextlib.suppress(NotFoundError):
+                self.maps["emptcp_params"].delete_batch([_u32(k) for k in written.params])
+
+    def _param_keys_of(self, gen: int) -> list[int]:
+        lo, hi = abi.param_key(gen, 0, 0, 0, 0), abi.param_key(gen + 1, 0, 0, 0, 0)
+        keys = (int.from_bytes(k, "little") for k in self.maps["emptcp_params"].raw_keys())
+        return [k for k in keys if lo <= k < hi]
+
+    def install(self, gen: int, programs: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """Put programs in ``gen``'s prog-array slots: ``{(type, stage): prog fd}`` ->
+        ``{(type, stage): slot}``, slots numbered from 1 per program type in order."""
+        slots: dict[tuple[str, str], int] = {}
+        nxt = dict.fromkeys(PROG_ARRAYS, 1)
+        for (htype, name), fd in programs.items():
+            slot = nxt[htype]
+            if slot >= abi.SLOTS_PER_GEN:
+                raise EmptcpError(f"more than {abi.SLOTS_PER_GEN - 1} {htype} stages in one "
+                                  "configuration")
+            nxt[htype] += 1
+            self.maps[PROG_ARRAYS[htype]].put(_u32(abi.prog_key(gen, slot)), _u32(fd))
+            slots[(htype, name)] = slot
+        return slots
+
+    def write(self, gen: int, hooks: Iterable[HookPolicies],
+              slots: Mapping[tuple[str, str], int]) -> Written:
+        """Compile ``hooks`` (:mod:`emptcp.chain.compiler`, the one place that knows the
+        table bytes) and write ``gen``'s policies and parameter blobs; return what was
+        written. ``slots`` is what :meth:`install` returned."""
+        from ..chain.compiler import compile_generation   # not needed to read counters
+        tables = compile_generation(gen, list(hooks), {(n, t): s for (t, n), s in slots.items()})
+        if tables.params:
+            self.maps["emptcp_params"].update_batch([(_u32(k), v) for k, v in tables.params.items()])
+        if tables.policies:
+            self.maps["emptcp_policies"].update_batch(
+                [(_u32(k), v) for k, v in tables.policies.items()])
+        top = {t: max([s for (tt, _), s in slots.items() if tt == t], default=0)
+               for t in PROG_ARRAYS}
+        return Written(sorted(tables.policies), sorted(tables.params), top)
+
+    def flip(self, gen: int) -> None:
+        """Make ``gen`` the active generation: the one map update that commits an apply."""
+        self.maps["emptcp_state"].put(_u32(0), abi.STATE.pack(gen, abi.ABI_VERSION))
+
+    def active(self) -> tuple[int, int]:
+        """(active generation, ABI version of its writer; 0 = never flipped)."""
+        return abi.STATE.unpack(self.maps["emptcp_state"].lookup(_u32(0)))
+
+    # ---- hooks -----------------------------------------------------------------
+    def set_hook(self, ifindex: int, kind: str, hook_id: int) -> bytes:
+        """Route (ifindex, kind) to ``hook_id``; returns the raw key (to delete it)."""
+        if kind not in abi.KINDS:
+            raise ValueError(f"unknown hook kind {kind!r} (expected one of {', '.join(abi.KINDS)})")
+        key = abi.HOOK_KEY.pack(ifindex, abi.KINDS[kind])
+        self.maps["emptcp_hooks"].put(key, abi.HOOK_VAL.pack(hook_id))
+        return key
+
+    def hook_keys(self) -> list[tuple[int, int]]:
+        """(ifindex, kind number) of every routed hook."""
+        return [abi.HOOK_KEY.unpack(k) for k in self.maps["emptcp_hooks"].raw_keys()]
+
+    def delete_hook(self, ifindex: int, kind: int) -> None:
+        with contextlib.suppress(NotFoundError):
+            self.maps["emptcp_hooks"].delete(abi.HOOK_KEY.pack(ifindex, kind))
+
+    # ---- counters --------------------------------------------------------------
+    def stage_stats(self, hook: int, policy: int, phase: int, stage: int) -> dict[str, int]:
+        raw = self.maps["emptcp_stage_stats"].lookup(
+            _u32(abi.stage_stat_index(hook, policy, phase, stage)))
+        return abi.sum_percpu(raw, abi.SS_FIELDS)
+
+    def hook_stats(self, hook: int) -> dict[str, int]:
+        return abi.sum_percpu(self.maps["emptcp_hook_stats"].lookup(_u32(hook)), abi.HS_FIELDS)
+
+    def zero_policy_stats(self, rows: Iterable[tuple[int, int]]) -> None:
+        """Zero the stage counters of (hook id, policy position) rows."""
+        stats = self.maps["emptcp_stage_stats"]
+        keys = [abi.stage_stat_index(h, p, 0, 0) + i for h, p in rows
+                for i in range(abi.STAGES_PER_POLICY)]
+        if keys:
+            stats.update_batch_packed(struct.pack(f"{len(keys)}I", *keys),
+                                      bytes(abi.STAGE_STAT.size * stats.ncpu * len(keys)))
+
+    def zero_hook_stats(self, hooks: Iterable[int]) -> None:
+        hstats = self.maps["emptcp_hook_stats"]
+        for hid in hooks:
+            hstats.put(_u32(hid), bytes(abi.HOOK_STAT.size))  # replicated per CPU
+
+    def zero_all_stats(self) -> None:
+        self.zero_policy_stats((h, p) for h in range(abi.MAX_HOOKS) for p in range(abi.MAX_POLICIES))
+        self.zero_hook_stats(range(abi.MAX_HOOKS))
