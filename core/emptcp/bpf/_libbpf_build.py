@@ -77,6 +77,19 @@ int bpf_map__unpin(struct bpf_map *map, const char *path);
 int bpf_map__set_autocreate(struct bpf_map *map, _Bool autocreate);
 __u32 bpf_map__btf_key_type_id(const struct bpf_map *map);
 __u32 bpf_map__btf_value_type_id(const struct bpf_map *map);
+int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
+const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
+
+/* ---- BTF (the variables of a .rodata/.data section) ---- */
+struct btf;
+struct btf_type { __u32 name_off; __u32 info; ...; };
+struct btf_var_secinfo { __u32 type; __u32 offset; __u32 size; };
+struct btf *bpf_object__btf(const struct bpf_object *obj);
+__s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32 kind);
+const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);
+const char *btf__name_by_offset(const struct btf *btf, __u32 offset);
+__u16 btf_vlen(const struct btf_type *t);
+struct btf_var_secinfo *btf_var_secinfos(const struct btf_type *t);
 
 /* ---- fd-level syscalls ---- */
 int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
@@ -196,6 +209,7 @@ SOURCE = r"""
 #include <sys/syscall.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 
 void emptcp_py_print(int level, const char *msg);
 

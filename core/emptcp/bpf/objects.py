@@ -23,6 +23,8 @@ from .programs import Program
 
 __all__ = ["ObjectSpec", "MapSpec", "ProgramSpec", "Object"]
 
+_BTF_KIND_DATASEC = 15
+
 class MapSpec:
     """A map of an opened object, before load. Setters map onto libbpf's."""
 
@@ -95,6 +97,54 @@ class MapSpec:
             if isinstance(source, str):
                 os.close(fd)  # reuse_fd dup()ed it
 
+    @property
+    def initial_value(self) -> bytes:
+        """The bytes the map starts with (global data sections: .rodata, .data, .bss)."""
+        size = ffi.new("size_t *")
+        ptr = lib.bpf_map__initial_value(self._ptr, size)
+        if ptr == ffi.NULL:
+            raise ValueError(f"map '{self.name}' has no initial value (not a data section)")
+        return bytes(ffi.buffer(ptr, size[0]))
+
+    @initial_value.setter
+    def initial_value(self, data: bytes) -> None:
+        check("bpf_map__set_initial_value",
+              lib.bpf_map__set_initial_value(self._ptr, data, len(data)), self.name)
+
+    def variables(self) -> dict[str, tuple[int, int]]:
+        """The variables of a data section map: name -> (offset, size), from BTF."""
+        if not self.internal:
+            raise ValueError(f"map '{self.name}' is not a global data section")
+        btf = lib.bpf_object__btf(self._owner._ptr)
+        section = "." + self.name.split(".", 1)[1] if "." in self.name else self.name
+        tid = lib.btf__find_by_name_kind(btf, section.encode(), _BTF_KIND_DATASEC)
+        if btf == ffi.NULL or tid < 0:
+            raise ValueError(f"map '{self.name}': no BTF for section {section}")
+        sec = lib.btf__type_by_id(btf, tid)
+        infos = lib.btf_var_secinfos(sec)
+        out = {}
+        for i in range(lib.btf_vlen(sec)):
+            var = lib.btf__type_by_id(btf, infos[i].type)
+            name = ffi.string(lib.btf__name_by_offset(btf, var.name_off)).decode()
+            out[name] = (infos[i].offset, infos[i].size)
+        return out
+
+    def set_variable(self, name: str, value: bytes | int) -> None:
+        """Set one variable of a data section before load -- e.g. a ``const volatile``
+        in .rodata, which the verifier then treats as a known constant. An int is
+        written little-endian in the variable's size."""
+        where = self.variables().get(name)
+        if where is None:
+            raise KeyError(f"map '{self.name}' has no variable {name!r} "
+                           f"(has: {', '.join(sorted(self.variables())) or 'none'})")
+        off, size = where
+        raw = value.to_bytes(size, "little") if isinstance(value, int) else bytes(value)
+        if len(raw) != size:
+            raise ValueError(f"variable {name!r} is {size} bytes, got {len(raw)}")
+        data = bytearray(self.initial_value)
+        data[off:off + size] = raw
+        self.initial_value = bytes(data)
+
     def __repr__(self) -> str:
         return (f"<MapSpec {self.name!r} type={self.type} key={self.key_size} "
                 f"value={self.value_size} max_entries={self.max_entries}>")
@@ -163,6 +213,16 @@ class ObjectSpec(Closable):
             self.maps[mspec.name] = mspec
             m = lib.bpf_object__next_map(ptr, m)
         self._loaded = False
+
+    def set_const(self, name: str, value: bytes | int) -> None:
+        """Set the ``const volatile`` variable ``name`` of the object's .rodata before
+        load: the verifier sees its value as a constant (dead branches pruned; a tail-call
+        key read from it becomes a direct jump)."""
+        for m in self.maps.values():
+            if m.internal and m.name.endswith(".rodata") and name in m.variables():
+                m.set_variable(name, value)
+                return
+        raise KeyError(f"{self.path}: no .rodata variable {name!r}")
 
     def load(self) -> "Object":
         """Load every autoloaded program and create/reuse every map.

@@ -174,7 +174,14 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st['applied_at']))}")
     for h in st["hooks"]:
         c = h["counters"]
-        att = f"link {h['attached']['link_id']}" if h["attached"] else "NOT ATTACHED"
+        a = h["attached"]
+        if not a:
+            att = "NOT ATTACHED"
+        elif a.get("mode") == "cls_bpf":
+            att = (f"cls_bpf filter handle {a['handle']:#x} priority {a['priority']} "
+                   f"(prog {a['prog_id']}; this kernel has no TCX)")
+        else:
+            att = f"{a.get('mode', 'link')} link {a['link_id']}"
         tcx = (h["attached"] or {}).get("tcx")
         if tcx and tcx.get("index") is not None:
             att += f", runs {tcx['index'] + 1} of {tcx['count']} TCX programs"
@@ -321,7 +328,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "detach": cmd_detach, "events": cmd_events, "run": cmd_run, "demo": cmd_demo,
 }
 #: commands of the core (no plugin discovery needed to parse them)
-CORE_COMMANDS = frozenset(COMMANDS) | frozenset(plugin_commands.COMMAND_NAMES)
+CORE_COMMANDS = (frozenset(COMMANDS) | frozenset(plugin_commands.COMMAND_NAMES)
+                 | frozenset(operations.COMMAND_NAMES))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,8 +54,12 @@ examples:
 """
 
 
+#: the commands this module adds
+COMMAND_NAMES = ("exporter", "top")
+
+
 def _pin_root_default() -> str:
-    from ..runtime.engine import DEFAULT_PIN_ROOT
+    from ..abi import DEFAULT_PIN_ROOT
     return os.environ.get("EMPTCP_PIN_ROOT", DEFAULT_PIN_ROOT)
 
 

@@ -2,9 +2,10 @@
 
 Everything emptcp owns lives under one pin root (default /sys/fs/bpf/emptcp)::
 
-    maps/emptcp_*      shared maps (prog arrays, tables, counters, events)
-    links/<type>.<if>  one BPF link per hook (XDP link or TCX link) running the entry
-    gen<N>             the description of generation N (a pinned array map of JSON)
+    maps/emptcp_*          shared maps (prog arrays, tables, counters, events)
+    links/<type>@<ifname>  one BPF link per hook (XDP link or TCX link) running the
+                           entry (``.`` in an interface name becomes ``_``)
+    gen<N>                 the description of generation N (a pinned array map of JSON)
 
 An apply builds a *new* generation (prog-array slots, policy and parameter
 tables, its description) while the old one keeps running, then flips the one
@@ -35,6 +36,7 @@ from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
+from . import tcattach
 from .rcu import wait_grace_period
 from ..chain.stages import HOOK_TYPE, StageSpec
 
@@ -337,7 +339,13 @@ class Engine:
         was = {(h["ifindex"], h["type"]): h.get("position") or "last"
                for h in (old or {}).get("resolved", {}).get("hooks", []) if h["type"] != "xdp"}
         os.makedirs(self.pins.links, exist_ok=True)
+        tc_mech = None
         for h in resolved.hooks.values():
+            if h.type != "xdp":
+                tc_mech = tc_mech or tcattach.mechanism()
+                if tc_mech == "cls_bpf":
+                    self._attach_cls(h, entry, attached)
+                    continue
             path = self.pins.link(h.type, h.interface)
             if os.path.exists(path):
                 with Link.from_pin(path) as link:
@@ -359,6 +367,34 @@ class Engine:
             with link:
                 link.pin(path)
             attached.append(path)
+
+    def _attach_cls(self, h: Any, entry: Object, attached: list[str]) -> None:
+        """A TC hook without TCX: emptcp's cls_bpf filter (re-placed when its position
+        changed: the new filter is added before the old one goes, so no packet misses
+        emptcp; for an instant a packet may meet both, which run the same generation)."""
+        path = os.path.join(self.pins.links, tcattach.cls_pin_name(h.type, h.ifindex))
+        position = h.position or "last"
+        if os.path.exists(path):
+            info = tcattach.cls_info(path)
+            if info and info["priority"] == tcattach.CLS_PRIORITY[position]:
+                return
+            tmp = path + "-new"
+            unpin(tmp)
+            tcattach.attach_cls(entry.programs[ENTRY_PROGRAMS[h.type]], h.ifindex, h.type,
+                                position, tmp)
+            tcattach.detach_cls(path)
+            os.replace(tmp, path)
+            return
+        tcattach.attach_cls(entry.programs[ENTRY_PROGRAMS[h.type]], h.ifindex, h.type,
+                            position, path)
+        attached.append(path)
+
+    def _unattach(self, path: str) -> None:
+        """Undo one attachment pin: a link goes with its pin; a cls_bpf filter is removed."""
+        if tcattach.parse_cls_pin(os.path.basename(path)):
+            tcattach.detach_cls(path)
+        else:
+            os.unlink(path)
 
     def _place_tcx(self, path: str, hook_type: str, position: str) -> None:
         """Move emptcp's TCX link to the front or the end of the hook's programs.
@@ -388,8 +424,8 @@ class Engine:
     def _rollback(self, created: list[str], attached: list[str], new_hook_keys: list[bytes],
                   old: dict[str, Any] | None) -> None:
         for path in attached:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            with contextlib.suppress(OSError, EmptcpError):
+                self._unattach(path)
         if new_hook_keys and os.path.exists(self.pins.map("emptcp_hooks")):
             with contextlib.suppress(EmptcpError), self._shared("emptcp_hooks") as hooks:
                 for k in new_hook_keys:
@@ -433,13 +469,12 @@ class Engine:
     def _cleanup_stale(self, doc: dict[str, Any], writer: GenerationWriter | None = None) -> None:
         """Detach links and hook ids that the active configuration does not have
         (left by a removed hook or by an apply killed midway)."""
-        keep = {os.path.basename(self.pins.link(h["type"], h["interface"]))
-                for h in doc["resolved"]["hooks"]}
+        keep = self._owned_pins(doc)
         if os.path.isdir(self.pins.links):
             for name in os.listdir(self.pins.links):
                 if name not in keep:
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(self.pins.links, name))
+                    with contextlib.suppress(OSError, EmptcpError):
+                        self._unattach(os.path.join(self.pins.links, name))
         live = {(h["ifindex"], KIND[h["type"]]) for h in doc["resolved"]["hooks"]}
         with contextlib.ExitStack() as stack:
             writer = writer or self._writer(stack)
@@ -455,18 +490,30 @@ class Engine:
                 os.rmdir(d)
 
     # ---- status -------------------------------------------------------------
+    def _owned_pins(self, doc: dict[str, Any] | None) -> set[str]:
+        """Names under links/ the configuration ``doc`` owns (a TC hook: either the TCX
+        link or the cls_bpf marker, whichever the kernel uses)."""
+        keep = set()
+        for h in (doc or {}).get("resolved", {}).get("hooks", []):
+            keep.add(os.path.basename(self.pins.link(h["type"], h["interface"])))
+            if h["type"] != "xdp":
+                keep.add(tcattach.cls_pin_name(h["type"], h["ifindex"]))
+        return keep
+
     def _stale_links(self, doc: dict[str, Any] | None) -> list[dict[str, Any]]:
-        """Link pins the active configuration does not own (an interrupted apply's)."""
-        keep = {os.path.basename(self.pins.link(h["type"], h["interface"]))
-                for h in (doc or {}).get("resolved", {}).get("hooks", [])}
+        """Attachment pins the active configuration does not own (an interrupted apply's)."""
         stale = []
         if os.path.isdir(self.pins.links):
-            for name in sorted(set(os.listdir(self.pins.links)) - keep):
-                entry: dict[str, Any] = {"pin": os.path.join(self.pins.links, name)}
-                with contextlib.suppress(EmptcpError), \
-                        Link.from_pin(os.path.join(self.pins.links, name)) as link:
-                    i = link.info
-                    entry.update(link_id=i.id, prog_id=i.prog_id, ifindex=i.ifindex)
+            for name in sorted(set(os.listdir(self.pins.links)) - self._owned_pins(doc)):
+                path = os.path.join(self.pins.links, name)
+                entry: dict[str, Any] = {"pin": path}
+                with contextlib.suppress(EmptcpError, OSError):
+                    if tcattach.parse_cls_pin(name):
+                        entry.update(tcattach.cls_info(path) or {})
+                    else:
+                        with Link.from_pin(path) as link:
+                            i = link.info
+                            entry.update(link_id=i.id, prog_id=i.prog_id, ifindex=i.ifindex)
                 stale.append(entry)
         return stale
 
@@ -488,13 +535,18 @@ class Engine:
                 hid = doc["hook_ids"][h["name"]]
                 hs = [sum(col) for col in zip(*hook_stats[hid])]
                 link_path = self.pins.link(h["type"], h["interface"])
+                cls_path = os.path.join(self.pins.links,
+                                        tcattach.cls_pin_name(h["type"], h["ifindex"]))
                 attached = None
                 if os.path.exists(link_path):
                     with Link.from_pin(link_path) as link:
                         i = link.info
-                        attached = {"link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
+                        attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
+                                    "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
                     if h["type"] != "xdp":
                         attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
+                elif h["type"] != "xdp" and os.path.exists(cls_path):
+                    attached = tcattach.cls_info(cls_path)
                 entry = dict(h, hook_id=hid, attached=attached,
                              counters=dict(zip(("packets", "matched", "unmatched",
                                                 "missed_tail_calls", "errors"), hs)))
@@ -516,7 +568,7 @@ class Engine:
             removed = []
             if os.path.isdir(self.pins.links):  # links first: traffic stops using emptcp
                 for name in sorted(os.listdir(self.pins.links)):
-                    os.unlink(os.path.join(self.pins.links, name))
+                    self._unattach(os.path.join(self.pins.links, name))
                     removed.append(f"links/{name}")
             if os.path.isdir(self.pins.root):
                 for name in sorted(os.listdir(self.pins.root)):
