@@ -22,7 +22,7 @@ COMMON = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bpf", "common")
 SOURCE = os.path.join(HERE, "stage_bodies", "optbodies.bpf.c")
 
 KINDS = ("xdp", "tc-ingress", "tc-egress")
-# no verdict (chain ended / nothing matched): XDP_PASS, TCX_NEXT (-1) on TC
+# undecided: XDP_PASS on XDP, TC_ACT_UNSPEC (TCX_NEXT) on TC
 PASS = {"xdp": 2, "tc-ingress": -1, "tc-egress": -1}
 # MSS (02 04 05 b4), NOP, WScale (03 03 07): two option words
 OPTIONS = [("MSS", 1460), ("NOP", None), ("WScale", 7)]

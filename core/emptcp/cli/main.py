@@ -275,8 +275,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     with run_stats.apply() as out:
         result = apply(args.file, args.pin_root, plugins=plugins)
         out["changed"] = result.changed
-    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
-          flush=True)
     server = operations.start_metrics(args.metrics, args.pin_root, run_stats) \
         if args.metrics else None
     # --watch: re-apply on every change of the file; SIGHUP: re-apply now (always)
@@ -289,9 +287,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
+    # before the line that says we are up: a signal sent on reading it is honoured
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, lambda *_: watcher.request())
+    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
+          flush=True)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     log = logging.getLogger("emptcp.run")
 
