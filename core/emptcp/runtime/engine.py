@@ -187,6 +187,10 @@ class Engine:
             created.append(self.pins.gen(gen))
             self._progress("attach")
             self._attach(resolved, entry, attached, old, moved)
+            # counters of new or changed policy positions start at zero *before* the flip:
+            # zeroed after it, the first packets of the new policy (a backup flag's
+            # MP_PRIO, say) would be lost; nothing else may fail between here and the flip
+            self._reset_stats(writer, old, resolved, hook_ids)
             self._progress("flip")
             writer.flip(gen)
         except BaseException:
@@ -199,7 +203,6 @@ class Engine:
                 o.close()
         with stack:
             self._progress("cleanup")
-            self._reset_stats(writer, old, resolved, hook_ids)
             self._cleanup_stale(doc, writer)
         return ApplyResult(True, gen, summary)
 
