@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from emptcp import demo
+from emptcp.cli import demo
 
 KEYS = ("MPTcpExtDSSNotMatching", "MPTcpExtMPRstTx", "MPTcpExtMPRstRx")
 
