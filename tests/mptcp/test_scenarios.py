@@ -210,8 +210,12 @@ def test_rm_add_addr(mptcp_kernel, mptcp_plugin, tmp_path, name):
 # ---- MP_CAPABLE removed on one service: plain TCP there, MPTCP elsewhere ----------------
 @pytest.mark.parametrize("name", ["no-mptcp", "no-mptcp-xdp"])
 def test_rm_mp_capable(mptcp_kernel, mptcp_plugin, tmp_path, name):
+    """No client subflow endpoint: a kernel-PM join during this upload meets the Linux
+    MP_JOIN race (tests/kernel_repro/mptcp_join_race.py) -- the server resets the join
+    (1 of 50 demo runs), its ``subflows:`` count falls back to 0 within milliseconds, and
+    a wait for it times out.  This test is about MP_CAPABLE, not joins."""
     from emptcp.rig import PathSpec
-    with rig(paths=[PathSpec(), PathSpec()]) as r, \
+    with rig(paths=[PathSpec(), PathSpec()], client_subflow=False) as r, \
             Policy(r.server if name == "no-mptcp-xdp" else r.client, tmp_path) as pol:
         p0 = r.paths[0]
         C, S = r.client.ns, r.server.ns
@@ -224,8 +228,8 @@ def test_rm_mp_capable(mptcp_kernel, mptcp_plugin, tmp_path, name):
         wait_for(lambda: {legacy.port, other.port} <= {s.rport for s in kernel.tcp_sockets(C)},
                  10, "both connections established")
         wait_for(lambda: [s for s in kernel.mptcp_sockets(C) if s.rport == other.port
-                          and s.num("subflows") >= 1], 10,
-                 f"ss -M: the connection to {other.port} has joined a second subflow")
+                          and "fallback" not in s.info.split()], 10,
+                 f"ss -M: the connection to {other.port} is an MPTCP connection")
         tcp = [s for s in kernel.tcp_sockets(C) if s.rport == legacy.port]
         msk = {s.rport: s for s in kernel.mptcp_sockets(C)}
         r1, r2 = c1.stop(), c2.stop()
@@ -248,7 +252,7 @@ def test_rm_mp_capable(mptcp_kernel, mptcp_plugin, tmp_path, name):
     assert to_other and "MP_CAPABLE" in to_other[0].mptcp, facts
     assert facts["SYNTXDrop"] == 0, facts        # no SYN retransmit/blackhole fallback
     assert facts["FallbackSYNACK"] >= 1, facts
-    # ss -M: the legacy connection fell back, the other one is MPTCP with a join
+    # ss -M: the legacy connection fell back, the other one is MPTCP
     assert legacy.port in msk and "fallback" in msk[legacy.port].info.split(), facts
     assert "fallback" not in msk[other.port].info.split(), facts
     # ss -tiM: the peer never sent MP_CAPABLE on the legacy connection (no "M" flag)
