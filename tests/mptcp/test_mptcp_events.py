@@ -173,3 +173,76 @@ def test_plugin_hook_gets_the_events_in_process(rig):
     assert seen[0].type == "created" and seen[0].netns == rig.client.ns
     assert seen[0].daddr == rig.paths[0].server_addr and seen[0].dport == srv.port
     assert errors and all("broken" in str(e) and "boom" in str(e) for e in errors)
+
+
+RUN_POLICY = """
+[hooks.path1]
+interface = "{iface}"
+type = "tc-egress"
+
+[[policy]]
+name = "count-path1"
+hook = "path1"
+actions = [ {{ use = "count" }} ]
+"""
+
+
+def test_run_serves_the_hook_and_status_lists_the_connection(rig, tmp_path):
+    """emptcp run (emptcp-mptcp's emptcp_handle_mptcp_event logs each event) and
+    emptcp status --json (connections on hooked interfaces, subflows, backup), both inside
+    the client namespace; oracles: ss -tinM and the rig's addresses."""
+    from emptcp.plugins.manager import PluginManager
+    require(PluginManager().wants("emptcp_handle_mptcp_event"),
+            "emptcp-mptcp (emptcp_handle_mptcp_event) not installed")
+    import uuid
+    p0, p1 = rig.paths
+    pin_root = f"/sys/fs/bpf/emptcp-test-{uuid.uuid4().hex[:10]}"
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(RUN_POLICY.format(iface=p1.client_if))
+    ns = ["nsenter", f"--net=/var/run/netns/{rig.client.ns}", "--"]
+    run = subprocess.Popen(ns + [emptcp_bin(), "-v", "run", str(cfg), "--pin-root", pin_root,
+                                 "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        LineReader(run.stdout).until(lambda ls: any("applied generation" in x for x in ls), 30,
+                                     "emptcp run to apply")
+        srv = rig.start_server()
+        cli = rig.start_client(srv.port, forever=True)
+        sfs = wait(lambda: two_subflows(rig, srv.port), 15, "two established subflows")
+        (msk,) = [e for e in rig.client.ss() if e.netid == "mptcp" and e.rport == srv.port]
+        join = next(s for s in sfs if s.is_join)
+        err = LineReader(run.stderr)
+        err.until(lambda ls: any("sub_established" in x for x in ls), 15, "sub_established")
+        st = json.loads(subprocess.run(ns + [emptcp_bin(), "status", "--json", "--pin-root",
+                                              pin_root], capture_output=True, text=True,
+                                             check=True).stdout)
+        text = subprocess.run(ns + [emptcp_bin(), "status", "--pin-root", pin_root],
+                              capture_output=True, text=True, check=True).stdout
+        rep = cli.stop()
+        assert rep["intact"]
+        err.until(lambda ls: any(" closed token=" in x for x in ls), 15, "closed")
+    finally:
+        run.terminate()
+        run.wait(20)
+        subprocess.run(ns + [emptcp_bin(), "detach", "--all", "--pin-root", pin_root],
+                       capture_output=True)
+    logged = [x for x in err.lines if "plugin mptcp: mptcp event" in x]
+    kinds = [x.split("mptcp event ", 1)[1].split()[0] for x in logged
+             if f"token={msk.token}" in x]
+    assert kinds[:3] == ["created", "established", "sub_established"] and kinds[-1] == "closed"
+    sub_line = next(x for x in logged if "sub_established" in x)
+    assert f"local={join.local}:{join.lport}" in sub_line
+    assert f"remote={join.remote}:{join.rport}" in sub_line
+    # status: the connection has a subflow over the hooked interface (path 1)
+    (conn,) = st["mptcp"]["connections"]
+    assert conn["token"] == msk.token and conn["policies"] == ["count-path1"]
+    assert (conn["local"], conn["lport"], conn["remote"], conn["rport"]) == \
+        (msk.local, msk.lport, msk.remote, msk.rport)
+    got = sorted((s["local"], s["lport"], s["remote"], s["rport"], s["iface"], s["backup"])
+                 for s in conn["subflows"])
+    want = sorted((s.local, s.lport, s.remote, s.rport,
+                   p1.client_if if s.local == p1.client_addr else p0.client_if, s.backup)
+                  for s in sfs)
+    assert got == want
+    assert [s["backup"] for s in conn["subflows"] if s["local"] == p1.client_addr] == [True]
+    assert [s["hooks"] for s in conn["subflows"] if s["local"] == p1.client_addr] == [["path1"]]
+    assert f"token {msk.token}" in text and "backup" in text

@@ -138,7 +138,9 @@ def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ..runtime.api import status
+    from ..mptcp.status import format_text, policy_connections
     st = status(args.pin_root)
+    st["mptcp"] = policy_connections(st)   # read from the kernel, this namespace
     if args.json:
         print(json.dumps(st, indent=2))
         return EXIT_OK
@@ -169,6 +171,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     missed = f"  missed {sc['missed_tail_calls']}" if sc["missed_tail_calls"] else ""
                     print(f"    {kind[:-1]:8} {op}{s['use']:<18} {params:<40} "
                           f"{sc['packets']:>10} pkts {sc['bytes']:>12} bytes{missed}")
+    for line in format_text(st["mptcp"]):
+        print(line)
     return EXIT_OK
 
 
