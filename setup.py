@@ -6,6 +6,7 @@ compile against them (``emptcp.include_dir()``).
 """
 import os
 import runpy
+import shutil
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -15,6 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 class BuildPyWithBpf(build_py):
     def run(self) -> None:
+        if not getattr(self, "editable_mode", False):
+            # setuptools reuses ./build/lib: a file moved or removed since the last
+            # build (a template, a module) would otherwise be installed again
+            shutil.rmtree(os.path.join(self.build_lib, "emptcp"), ignore_errors=True)
         super().run()
         bpfbuild = runpy.run_path(os.path.join(HERE, "core", "emptcp", "build", "compile.py"))
         targets = [os.path.join(self.build_lib, "emptcp", "data")]

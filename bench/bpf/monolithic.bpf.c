@@ -90,7 +90,7 @@ static __always_inline void chain(void *data, void *data_end, __u64 len, __u32 k
 	__u16 sp, dp;
 	int hit = 0;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return;
 	s = bpf_map_lookup_elem(&mono_svc, &zero);
 	if (!s)
@@ -121,7 +121,7 @@ static __always_inline void conn(void *data, void *data_end, __u64 len)
 	struct conn_key key = {};
 	__u32 *idx;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return;
 	key.family = p.family;
 	key.lport = p.tcph->dest;
@@ -146,7 +146,7 @@ static __always_inline void rules(void *data, void *data_end, __u64 len)
 	__u32 zero = 0, i, n;
 	__u16 sp, dp;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return;
 	rs = bpf_map_lookup_elem(&mono_rules, &zero);
 	if (!rs)

@@ -7,7 +7,7 @@ static __always_inline int mptcp_subtype(void *data, void *data_end, struct empt
 {
 	struct emptcp_tcp_pkt p;
 
-	if (e->imm > 15 || parse_tcp_packet(data, data_end, &p) < 0)
+	if (e->imm > 15 || emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return 0;
 	return emptcp_has_mptcp_subtype(p.tcph, data_end, e->imm);
 }

@@ -18,9 +18,9 @@ int emptcp_set_recv_win_xdp(struct xdp_md *ctx)
 	struct emptcp_tcp_pkt p;
 	__be16 win = bpf_htons(recv_win(&EMPTCP_ENV));
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		EMPTCP_NEXT;
-	csum_replace2(&p.tcph->check, p.tcph->window, win);
+	emptcp_csum_replace2(&p.tcph->check, p.tcph->window, win);
 	p.tcph->window = win;
 	ACTION_POST_SEC
 }
@@ -33,7 +33,7 @@ int emptcp_set_recv_win_tc(struct __sk_buff *ctx)
 	__be16 win = bpf_htons(recv_win(&EMPTCP_ENV));
 	__be16 old;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		EMPTCP_NEXT;
 	old = p.tcph->window;
 	/* the helper keeps CHECKSUM_PARTIAL skbs right, a manual update would not */

@@ -10,9 +10,9 @@ static __always_inline void opt_del_param(const struct emptcp_env *e, int *kind,
 
 	if (p) {
 		*kind = p->kind;
-		*sub = p->subtype == EMPTCP_SUBTYPE_ANY ? EMPTCP_ANY_SUBTYPE : p->subtype;
+		*sub = p->subtype;
 	} else {
-		*kind = TCPOPT_MPTCP;
+		*kind = EMPTCP_TCPOPT_MPTCP;
 		*sub = e->imm;
 	}
 }

@@ -39,15 +39,15 @@ _Static_assert(sizeof(struct emptcp_ctx) == 20, "context must fit skb->cb (20 by
 _Static_assert(sizeof(struct emptcp_ctx) <= 32, "context must fit XDP data_meta");
 _Static_assert(sizeof(struct emptcp_ctx) % 4 == 0, "XDP metadata grows in 4-byte steps");
 
-/* Index of stages[] for a run-time stage number, in 0..7.  A plain `i & 7`
- * is not enough: clang drops the AND when it can prove i < 8 from a check it
+/* Index of stages[] for a run-time stage number, in 0..7.  A plain
+ * `i & (EMPTCP_MAX_STAGES - 1)` is not enough: clang drops the AND when it can prove i < 8 from a check it
  * made on *another* register (e.g. the 32-bit copy of `stage + 1`, while the
  * 64-bit sum is used to index), and the verifier then rejects a stack read
  * at a variable offset ("invalid variable-offset read from stack", issue 9).
  * An AND in inline asm is always emitted, on the register that indexes. */
 static __always_inline __u64 emptcp_stage_idx(__u64 i)
 {
-	asm volatile("%0 &= 7" : "+r"(i));
+	asm volatile("%0 &= %1" : "+r"(i) : "i"(EMPTCP_MAX_STAGES - 1));
 	return i;
 }
 
@@ -96,7 +96,7 @@ emptcp_stage_stat(__u32 hook, __u32 pol, __u32 phase, __u32 stage)
 {
 	__u32 idx = EMPTCP_STAGE_STAT_IDX(hook & (EMPTCP_MAX_HOOKS - 1),
 					  pol & (EMPTCP_MAX_POLICIES - 1),
-					  phase & 1, stage & 7);
+					  phase & 1, stage & (EMPTCP_MAX_STAGES - 1));
 
 	return bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
 }
@@ -384,9 +384,12 @@ static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_en
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	if (data + want > data_end)
-		bpf_skb_pull_data(skb, want);
 	emptcp_tc_ctx_load(skb, &e->c);
+	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0) {
+		/* the headers cannot be made linear (no memory): count it, no verdict */
+		emptcp_hook_count(e->c.hook & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_ERRORS);
+		return -1;
+	}
 	return emptcp_env_init(e, phase, skb->len);
 }
 
@@ -450,16 +453,6 @@ emptcp_post: __attribute__((unused)); \
 #define ACTION_POST_SEC \
 emptcp_post: __attribute__((unused)); \
 	return EMPTCP_ACT_POST(ctx, &EMPTCP_ENV);
-
-/* the seed's names, for XDP-only code */
-#define XDP_SELECTOR_PRE_SEC	SELECTOR_PRE_SEC
-#define XDP_SELECTOR_POST_SEC	SELECTOR_POST_SEC
-#define XDP_ACTION_PRE_SEC	ACTION_PRE_SEC
-#define XDP_ACTION_POST_SEC	ACTION_POST_SEC
-#define TC_SELECTOR_PRE_SEC	SELECTOR_PRE_SEC
-#define TC_SELECTOR_POST_SEC	SELECTOR_POST_SEC
-#define TC_ACTION_PRE_SEC	ACTION_PRE_SEC
-#define TC_ACTION_POST_SEC	ACTION_POST_SEC
 
 /* Define the XDP and TC programs of a selector whose body does not depend on
  * the hook: `static __always_inline int fn(void *data, void *data_end,

@@ -20,9 +20,9 @@ static __always_inline __u16 emptcp_csum_fold_raw(__u64 s)
 	return (__u16)s;
 }
 
-/* checksum field after replacing the 16-bit word `old` by `new`
- * (both in the byte order they have in the packet) */
-static __always_inline __u16 emptcp_csum_replace2(__u16 check, __u16 old, __u16 new)
+/* the checksum field after the 16-bit word `old` became `new` (all three in
+ * the byte order they have in the packet) */
+static __always_inline __u16 emptcp_csum_replace2_val(__u16 check, __u16 old, __u16 new)
 {
 	__u64 s = (__u16)~check;
 
@@ -31,9 +31,11 @@ static __always_inline __u16 emptcp_csum_replace2(__u16 check, __u16 old, __u16 
 	return ~emptcp_csum_fold_raw(s);
 }
 
-static __always_inline void csum_replace2(__sum16 *sum, __be16 old, __be16 new)
+/* in place, like the kernel's csum_replace2(): *sum after one 16-bit word of
+ * the covered data changed from `old` to `new` (packet byte order) */
+static __always_inline void emptcp_csum_replace2(__sum16 *sum, __be16 old, __be16 new)
 {
-	*sum = emptcp_csum_replace2(*sum, old, new);
+	*sum = emptcp_csum_replace2_val(*sum, old, new);
 }
 
 #endif /* EMPTCP_CSUM_H */

@@ -24,7 +24,7 @@ static __always_inline int emptcp_view_tcp(void *data, void *data_end,
 	int egress = e->kind == EMPTCP_KIND_TC_EGRESS;
 
 	__builtin_memset(v, 0, sizeof(*v));
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	v->family = p.family;
 	v->lport = egress ? p.tcph->source : p.tcph->dest;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * emptcp_parse.h - header cursor parsing (after xdp-tutorial's
- * parsing_helpers.h).  Each parse_* checks bounds against data_end, advances
+ * parsing_helpers.h, with every name prefixed emptcp_ so both can be
+ * included together).  Each emptcp_parse_* checks bounds against data_end, advances
  * the cursor and returns the next protocol (or -1).  Works on XDP and on TC
  * (direct packet access of the linear part; TC stages call
  * bpf_skb_pull_data first, see emptcp_chain.h).
@@ -27,26 +28,26 @@
 #endif
 #define EMPTCP_VLAN_MAX_DEPTH 2
 
-struct hdr_cursor {
+struct emptcp_hdr_cursor {
 	void *pos;
 };
 
-struct vlan_hdr {
+struct emptcp_vlan_hdr {
 	__be16 h_vlan_TCI;
 	__be16 h_vlan_encapsulated_proto;
 };
 
-static __always_inline int proto_is_vlan(__u16 h_proto)
+static __always_inline int emptcp_proto_is_vlan(__u16 h_proto)
 {
 	return h_proto == bpf_htons(ETH_P_8021Q) || h_proto == bpf_htons(ETH_P_8021AD);
 }
 
 /* returns the EtherType (network order) after up to two VLAN tags */
-static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
+static __always_inline int emptcp_parse_ethhdr(struct emptcp_hdr_cursor *nh, void *data_end,
 					struct ethhdr **ethhdr)
 {
 	struct ethhdr *eth = nh->pos;
-	struct vlan_hdr *vlh;
+	struct emptcp_vlan_hdr *vlh;
 	__u16 h_proto;
 	int i;
 
@@ -58,7 +59,7 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
 	h_proto = eth->h_proto;
 #pragma unroll
 	for (i = 0; i < EMPTCP_VLAN_MAX_DEPTH; i++) {
-		if (!proto_is_vlan(h_proto))
+		if (!emptcp_proto_is_vlan(h_proto))
 			break;
 		if ((void *)(vlh + 1) > data_end)
 			return -1;
@@ -71,7 +72,7 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
 
 /* returns the L4 protocol; rejects ihl < 5 and fragments after the first
  * (their "TCP header" is payload) */
-static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
+static __always_inline int emptcp_parse_iphdr(struct emptcp_hdr_cursor *nh, void *data_end,
 				       struct iphdr **iphdr)
 {
 	struct iphdr *iph = nh->pos;
@@ -92,7 +93,7 @@ static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
 }
 
 /* extension headers are not walked: the next header must be the L4 one */
-static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
+static __always_inline int emptcp_parse_ip6hdr(struct emptcp_hdr_cursor *nh, void *data_end,
 					struct ipv6hdr **ip6hdr)
 {
 	struct ipv6hdr *ip6h = nh->pos;
@@ -106,7 +107,7 @@ static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
 
 /* returns the TCP header length (20..60) or -1; the cursor ends after the
  * options, which are guaranteed to be inside the packet */
-static __always_inline int parse_tcphdr(struct hdr_cursor *nh, void *data_end,
+static __always_inline int emptcp_parse_tcphdr(struct emptcp_hdr_cursor *nh, void *data_end,
 					struct tcphdr **tcphdr)
 {
 	struct tcphdr *h = nh->pos;
@@ -124,7 +125,7 @@ static __always_inline int parse_tcphdr(struct hdr_cursor *nh, void *data_end,
 	return len;
 }
 
-static __always_inline int parse_udphdr(struct hdr_cursor *nh, void *data_end,
+static __always_inline int emptcp_parse_udphdr(struct emptcp_hdr_cursor *nh, void *data_end,
 					struct udphdr **udphdr)
 {
 	struct udphdr *h = nh->pos;
@@ -155,29 +156,29 @@ struct emptcp_tcp_pkt {
 };
 
 /* 0 if the packet is Ethernet (+VLAN) / IPv4|IPv6 / TCP, -1 otherwise */
-static __always_inline int parse_tcp_packet(void *data, void *data_end,
+static __always_inline int emptcp_parse_tcp_packet(void *data, void *data_end,
 					    struct emptcp_tcp_pkt *p)
 {
-	struct hdr_cursor nh = { .pos = data };
+	struct emptcp_hdr_cursor nh = { .pos = data };
 	int proto, len;
 
 	p->iph = NULL;
 	p->ip6h = NULL;
-	proto = parse_ethhdr(&nh, data_end, &p->eth);
+	proto = emptcp_parse_ethhdr(&nh, data_end, &p->eth);
 	p->l3_off = nh.pos - data;
 	if (proto == bpf_htons(ETH_P_IP)) {
-		if (parse_iphdr(&nh, data_end, &p->iph) != IPPROTO_TCP)
+		if (emptcp_parse_iphdr(&nh, data_end, &p->iph) != IPPROTO_TCP)
 			return -1;
 		p->family = 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (parse_ip6hdr(&nh, data_end, &p->ip6h) != IPPROTO_TCP)
+		if (emptcp_parse_ip6hdr(&nh, data_end, &p->ip6h) != IPPROTO_TCP)
 			return -1;
 		p->family = 6;
 	} else {
 		return -1;
 	}
 	p->l4_off = nh.pos - data;
-	len = parse_tcphdr(&nh, data_end, &p->tcph);
+	len = emptcp_parse_tcphdr(&nh, data_end, &p->tcph);
 	if (len < 0)
 		return -1;
 	p->tcp_len = len;

@@ -2,8 +2,9 @@
 /*
  * emptcp_tcpopt.h - bounded TCP option scanning and option insert/remove.
  *
- * Option bytes are first copied into a 64-byte stack buffer; every index is
- * masked with & 63 so the verifier sees bounded accesses, and every loop is
+ * Option bytes are first copied into a 64-byte buffer (EMPTCP_TCP_BUF); every
+ * index is masked with EMPTCP_TCP_BUF - 1 (EMPTCP_IDX) so the verifier sees
+ * bounded accesses, and every loop is
  * bounded by the 40-byte option area.  One byte-wise state machine walks the
  * options (kind, len) and refuses malformed areas (len < 2, len past the end)
  * instead of guessing.
@@ -43,34 +44,37 @@
 #include "emptcp_parse.h"
 #include "emptcp_csum.h"
 #include "emptcp_maps.h"
+#include "emptcp_params.h"	/* EMPTCP_SUBTYPE_ANY */
 
-#define TCPOPT_EOL		0
-#define TCPOPT_NOP		1
-#define TCPOPT_MPTCP		30
-#define EMPTCP_TCP_OPT_MAX	40
-#define EMPTCP_ANY_SUBTYPE	(-1)
+#define EMPTCP_TCPOPT_EOL		0
+#define EMPTCP_TCPOPT_NOP		1
+#define EMPTCP_TCPOPT_MPTCP		30
+#define EMPTCP_TCP_OPT_MAX	40	/* bytes of TCP options: a header is at most 60 */
+#define EMPTCP_TCP_HDR_MAX	60
+#define EMPTCP_TCP_BUF		64	/* buffer for a TCP header: a power of two >= 60 */
 
 /* MPTCP subtypes (RFC 8684) */
-#define MPTCPOPT_MP_CAPABLE	0
-#define MPTCPOPT_MP_JOIN	1
-#define MPTCPOPT_DSS		2
-#define MPTCPOPT_ADD_ADDR	3
-#define MPTCPOPT_RM_ADDR	4
-#define MPTCPOPT_MP_PRIO	5
-#define MPTCPOPT_MP_FAIL	6
-#define MPTCPOPT_MP_FASTCLOSE	7
-#define MPTCPOPT_MP_TCPRST	8
+#define EMPTCP_MPTCPOPT_MP_CAPABLE	0
+#define EMPTCP_MPTCPOPT_MP_JOIN	1
+#define EMPTCP_MPTCPOPT_DSS		2
+#define EMPTCP_MPTCPOPT_ADD_ADDR	3
+#define EMPTCP_MPTCPOPT_RM_ADDR	4
+#define EMPTCP_MPTCPOPT_MP_PRIO	5
+#define EMPTCP_MPTCPOPT_MP_FAIL	6
+#define EMPTCP_MPTCPOPT_MP_FASTCLOSE	7
+#define EMPTCP_MPTCPOPT_MP_TCPRST	8
 
-/* Index into a 64-byte stack buffer.  The mask is done in asm so that clang
- * cannot drop it on the grounds that it "knows" the range: the verifier
- * needs to see it. */
-#define EMPTCP_IDX(x) ({ __u32 __v = (x); asm volatile("%0 &= 63" : "+r"(__v)); __v; })
+/* Index into an EMPTCP_TCP_BUF-byte buffer: x & (EMPTCP_TCP_BUF - 1).  The
+ * mask is done in asm so that clang cannot drop it on the grounds that it
+ * "knows" the range: the verifier needs to see it. */
+#define EMPTCP_IDX(x) ({ __u32 __v = (x); \
+	asm volatile("%0 &= %1" : "+r"(__v) : "i"(EMPTCP_TCP_BUF - 1)); __v; })
 
 /* Copy the options of a parsed TCP header into buf, 4 bytes at a time (the
- * option area is a multiple of 4; parse_tcphdr proved it is in the packet).
+ * option area is a multiple of 4; emptcp_parse_tcphdr proved it is in the packet).
  * Returns the option length or -1. */
 static __always_inline int emptcp_tcp_opts_copy(struct tcphdr *tcph, void *data_end,
-						__u8 buf[64])
+						__u8 buf[EMPTCP_TCP_BUF])
 {
 	__u8 *opts = (__u8 *)(tcph + 1);
 	__u32 len = tcph->doff * 4, w;
@@ -93,7 +97,7 @@ static __always_inline int emptcp_opt_matches(__u8 k, __u8 l, __u8 b2, int kind,
 {
 	if (k != kind)
 		return 0;
-	if (subtype < 0)
+	if (subtype == EMPTCP_SUBTYPE_ANY)
 		return 1;
 	return l >= 3 && (b2 >> 4) == subtype;
 }
@@ -106,9 +110,9 @@ static __always_inline int emptcp_opt_matches(__u8 k, __u8 l, __u8 b2, int kind,
 
 /* state of a walk; buffers live inside so the callback only needs one pointer */
 struct emptcp_walk {
-	__u8 in[64];		/* input bytes; options start at in_off */
-	__u8 out[64];		/* output bytes; options start at out_off */
-	__u8 src[40];		/* INSERT: the option to append */
+	__u8 in[EMPTCP_TCP_BUF];	/* input bytes; options start at in_off */
+	__u8 out[EMPTCP_TCP_BUF];	/* output bytes; options start at out_off */
+	__u8 src[EMPTCP_TCP_OPT_MAX];	/* INSERT: the option to append */
 	__u32 in_off, len;	/* option area of in[] */
 	__u32 out_off, n;	/* bytes written to out[] after out_off */
 	__u32 rem;		/* bytes left of the current option */
@@ -142,9 +146,9 @@ static long emptcp_walk_cb(__u32 i, void *unused)
 		return 1;
 	if (w->rem == 0) {
 		k = w->in[EMPTCP_IDX(w->in_off + i)];
-		if (k == TCPOPT_EOL)
+		if (k == EMPTCP_TCPOPT_EOL)
 			return 1;
-		if (k == TCPOPT_NOP) {
+		if (k == EMPTCP_TCPOPT_NOP) {
 			w->rem = 1;
 			w->keep = 1;
 		} else {
@@ -168,7 +172,7 @@ static long emptcp_walk_cb(__u32 i, void *unused)
 		w->n++;
 	} else if (w->nopfill) {
 		if (w->copy)
-			w->out[EMPTCP_IDX(w->out_off + w->n)] = TCPOPT_NOP;
+			w->out[EMPTCP_IDX(w->out_off + w->n)] = EMPTCP_TCPOPT_NOP;
 		w->n++;
 	}
 	w->rem--;
@@ -238,7 +242,31 @@ static __always_inline int emptcp_has_mptcp_subtype(struct tcphdr *tcph, void *d
 		return 0;
 	w->in_off = 0;
 	w->len = len;
-	return emptcp_opt_find(w, TCPOPT_MPTCP, subtype, &olen) >= 0;
+	return emptcp_opt_find(w, EMPTCP_TCPOPT_MPTCP, subtype, &olen) >= 0;
+}
+
+/* The first option (kind, subtype) of a parsed TCP header; subtype is an
+ * MPTCP subtype 0..15 or EMPTCP_SUBTYPE_ANY (any option of that kind).
+ * Returns its offset from the start of the TCP header (20..59) and its length
+ * in *olen, or -1 when it is absent or the option area is malformed.  Its
+ * bytes stay readable in the packet at (__u8 *)tcph + offset (check them
+ * against data_end) and, as copied, in emptcp_walk_state()->in[EMPTCP_IDX(
+ * offset - 20 + i)] until the next option helper runs. */
+static __always_inline int emptcp_tcp_opt_find(struct tcphdr *tcph, void *data_end,
+					       int kind, int subtype, __u32 *olen)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	int len, off;
+
+	if (!w)
+		return -1;
+	__builtin_memset(w, 0, sizeof(*w));
+	len = emptcp_tcp_opts_copy(tcph, data_end, w->in);
+	if (len <= 0)
+		return -1;
+	w->len = len;
+	off = emptcp_opt_find(w, kind, subtype, olen);
+	return off < 0 ? -1 : off + (int)sizeof(struct tcphdr);
 }
 
 /* ---------------------- header rebuild (both hooks) --------------------- */
@@ -249,8 +277,8 @@ struct emptcp_tcp_rewrite {
 	__u16 old_seg, new_seg;	/* TCP segment length (pseudo-header), host order */
 	__u32 diff;		/* csum_diff(old, new) with check fields zeroed */
 };
-#define RW_OLD(rw) ((rw)->w.in)
-#define RW_NEW(rw) ((rw)->w.out)
+#define EMPTCP_RW_OLD(rw) ((rw)->w.in)
+#define EMPTCP_RW_NEW(rw) ((rw)->w.out)
 
 #define EMPTCP_OP_INSERT 1
 #define EMPTCP_OP_REMOVE 2
@@ -269,7 +297,7 @@ static __always_inline int emptcp_tcp_rebuild(struct emptcp_tcp_rewrite *rw, int
 	struct emptcp_walk *w = &rw->w;
 	__u32 i, n;
 
-	if (rw->oldlen < 20 || rw->oldlen > 60)
+	if (rw->oldlen < 20 || rw->oldlen > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	__builtin_memcpy(w->out, w->in, 20);
 	w->in_off = 20;
@@ -308,11 +336,11 @@ static __always_inline int emptcp_tcp_rebuild(struct emptcp_tcp_rewrite *rw, int
 	i = (4 - (n & 3)) & 3;
 	asm volatile("" : "+r"(i));
 	if (i > 0)
-		w->out[EMPTCP_IDX(20 + n)] = TCPOPT_NOP;
+		w->out[EMPTCP_IDX(20 + n)] = EMPTCP_TCPOPT_NOP;
 	if (i > 1)
-		w->out[EMPTCP_IDX(21 + n)] = TCPOPT_NOP;
+		w->out[EMPTCP_IDX(21 + n)] = EMPTCP_TCPOPT_NOP;
 	if (i > 2)
-		w->out[EMPTCP_IDX(22 + n)] = TCPOPT_NOP;
+		w->out[EMPTCP_IDX(22 + n)] = EMPTCP_TCPOPT_NOP;
 	n += i;
 	if (n > EMPTCP_TCP_OPT_MAX)
 		return -1;
@@ -342,15 +370,16 @@ static __always_inline struct emptcp_tcp_rewrite *emptcp_rewrite_state(void)
  * copies so the diff covers everything except the checksum itself */
 static __always_inline int emptcp_tcp_hdr_diff(struct emptcp_tcp_rewrite *rw)
 {
-	__u8 c0 = RW_OLD(rw)[16], c1 = RW_OLD(rw)[17];
-	__u32 ol = rw->oldlen & 0x3c, nl = rw->newlen & 0x3c;
+	__u8 c0 = EMPTCP_RW_OLD(rw)[16], c1 = EMPTCP_RW_OLD(rw)[17];
+	/* multiples of 4 up to 60, as the verifier must see them */
+	__u32 ol = rw->oldlen & (EMPTCP_TCP_BUF - 4), nl = rw->newlen & (EMPTCP_TCP_BUF - 4);
 	__s64 d;
 
-	RW_OLD(rw)[16] = 0;
-	RW_OLD(rw)[17] = 0;
-	d = bpf_csum_diff((__be32 *)RW_OLD(rw), ol, (__be32 *)RW_NEW(rw), nl, 0);
-	RW_OLD(rw)[16] = c0;
-	RW_OLD(rw)[17] = c1;
+	EMPTCP_RW_OLD(rw)[16] = 0;
+	EMPTCP_RW_OLD(rw)[17] = 0;
+	d = bpf_csum_diff((__be32 *)EMPTCP_RW_OLD(rw), ol, (__be32 *)EMPTCP_RW_NEW(rw), nl, 0);
+	EMPTCP_RW_OLD(rw)[16] = c0;
+	EMPTCP_RW_OLD(rw)[17] = c1;
 	if (d < 0)
 		return -1;
 	rw->diff = (__u32)d;
@@ -373,8 +402,8 @@ static __always_inline int emptcp_tcp_rebuild_bounded(struct emptcp_tcp_rewrite 
 	if (emptcp_tcp_hdr_diff(rw) < 0)
 		return -1;
 	nl = rw->newlen;
-	asm volatile("%0 &= 63" : "+r"(nl));
-	if (nl > 60)
+	asm volatile("%0 &= %1" : "+r"(nl) : "i"(EMPTCP_TCP_BUF - 1));
+	if (nl > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	asm volatile("" : "+r"(nl));
 	if (nl < 20)
@@ -386,7 +415,7 @@ static __always_inline int emptcp_tcp_rebuild_bounded(struct emptcp_tcp_rewrite 
 /* the complete new TCP checksum (XDP: packets carry full checksums) */
 static __always_inline __u16 emptcp_tcp_new_check(struct emptcp_tcp_rewrite *rw)
 {
-	__u16 oldcheck = RW_OLD(rw)[16] | (RW_OLD(rw)[17] << 8);	/* packet order */
+	__u16 oldcheck = EMPTCP_RW_OLD(rw)[16] | (EMPTCP_RW_OLD(rw)[17] << 8);	/* packet order */
 	__u64 s = (__u16)~oldcheck;
 
 	s += rw->diff;
@@ -398,6 +427,7 @@ static __always_inline __u16 emptcp_tcp_new_check(struct emptcp_tcp_rewrite *rw)
 /* ------------------------------- XDP ----------------------------------- */
 
 #define EMPTCP_L2L3_MAX 96	/* >= Ethernet + 2 VLAN + IPv4 with options (82) */
+#define EMPTCP_L2L3_MASK 127	/* a power of two minus 1, >= EMPTCP_L2L3_MAX */
 
 /* update IPv4 tot_len + checksum or IPv6 payload_len after a resize */
 static __always_inline int emptcp_xdp_fix_l3(struct xdp_md *ctx, int delta)
@@ -406,13 +436,13 @@ static __always_inline int emptcp_xdp_fix_l3(struct xdp_md *ctx, int delta)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct emptcp_tcp_pkt p;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	if (p.iph) {
 		__u16 old = p.iph->tot_len;
 
 		p.iph->tot_len = bpf_htons(bpf_ntohs(old) + delta);
-		csum_replace2(&p.iph->check, old, p.iph->tot_len);
+		emptcp_csum_replace2(&p.iph->check, old, p.iph->tot_len);
 	} else if (p.ip6h) {
 		p.ip6h->payload_len = bpf_htons(bpf_ntohs(p.ip6h->payload_len) + delta);
 	}
@@ -435,7 +465,7 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	rw = emptcp_rewrite_state();
 	if (!rw)
 		return -1;
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	if (p.iph) {
 		__u32 tot = bpf_ntohs(p.iph->tot_len), ihl = p.iph->ihl * 4;
@@ -453,8 +483,8 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	pre = p.l4_off;
 	ol = p.tcp_len;
 	/* bounds the verifier keeps (clang may not reload a checked value) */
-	asm volatile("%0 &= 127" : "+r"(pre));
-	asm volatile("%0 &= 63" : "+r"(ol));
+	asm volatile("%0 &= %1" : "+r"(pre) : "i"(EMPTCP_L2L3_MASK));
+	asm volatile("%0 &= %1" : "+r"(ol) : "i"(EMPTCP_TCP_BUF - 1));
 	if (pre > EMPTCP_L2L3_MAX)
 		return -1;
 	/* separate barriers keep clang from merging a < x < b into one
@@ -462,13 +492,13 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	asm volatile("" : "+r"(pre));
 	if (pre < ETH_HLEN)
 		return -1;
-	if (ol > 60)
+	if (ol > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	asm volatile("" : "+r"(ol));
 	if (ol < 20)
 		return -1;
 	rw->oldlen = ol;
-	if (bpf_xdp_load_bytes(ctx, pre, RW_OLD(rw), ol) < 0)
+	if (bpf_xdp_load_bytes(ctx, pre, EMPTCP_RW_OLD(rw), ol) < 0)
 		return -1;
 	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
@@ -476,8 +506,8 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	delta = (int)nl - (int)ol;
 	rw->new_seg = rw->old_seg + delta;
 	check = emptcp_tcp_new_check(rw);
-	RW_NEW(rw)[16] = check & 0xff;
-	RW_NEW(rw)[17] = check >> 8;
+	EMPTCP_RW_NEW(rw)[16] = check & 0xff;
+	EMPTCP_RW_NEW(rw)[17] = check >> 8;
 
 	if (bpf_xdp_load_bytes(ctx, 0, l2l3, pre) < 0)
 		return -1;
@@ -486,18 +516,18 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 			return -1;
 		if (bpf_xdp_store_bytes(ctx, 0, l2l3, pre) < 0)
 			return -2;	/* cannot happen after a successful grow */
-		if (bpf_xdp_store_bytes(ctx, pre, RW_NEW(rw), nl) < 0)
+		if (bpf_xdp_store_bytes(ctx, pre, EMPTCP_RW_NEW(rw), nl) < 0)
 			return -2;
 	} else if (delta < 0) {
 		/* new header ends where the old one ended; then slide L2/L3 */
-		if (bpf_xdp_store_bytes(ctx, pre - delta, RW_NEW(rw), nl) < 0)
+		if (bpf_xdp_store_bytes(ctx, pre - delta, EMPTCP_RW_NEW(rw), nl) < 0)
 			return -1;
 		if (bpf_xdp_store_bytes(ctx, -delta, l2l3, pre) < 0)
 			return -2;
 		if (bpf_xdp_adjust_head(ctx, -delta) < 0)
 			return -2;
 	} else {
-		if (bpf_xdp_store_bytes(ctx, pre, RW_NEW(rw), nl) < 0)
+		if (bpf_xdp_store_bytes(ctx, pre, EMPTCP_RW_NEW(rw), nl) < 0)
 			return -1;
 	}
 	if (delta && emptcp_xdp_fix_l3(ctx, delta) < 0)
@@ -534,7 +564,7 @@ static long emptcp_tc_move_cb(__u32 i, void *ctx)
 	start = m->delta > 0 ? m->from + m->len - done - n : m->from + done;
 	/* separate barriers: the verifier must see 1 <= n <= 64 on the
 	 * register passed to the helpers */
-	asm volatile("%0 &= 127" : "+r"(n));
+	asm volatile("%0 &= %1" : "+r"(n) : "i"(2 * EMPTCP_TC_CHUNK - 1));
 	if (n > EMPTCP_TC_CHUNK)
 		return 1;
 	asm volatile("" : "+r"(n));
@@ -579,7 +609,7 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	rw = emptcp_rewrite_state();
 	if (!rw)
 		return -1;
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	/* the IPv4 header is assumed to be 20 bytes below */
 	if (p.l3_off != ETH_HLEN)
@@ -610,14 +640,14 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	l3 = p.l3_off;
 	pre = p.l4_off;
 	ol = p.tcp_len;
-	asm volatile("%0 &= 63" : "+r"(ol));
-	if (ol > 60)
+	asm volatile("%0 &= %1" : "+r"(ol) : "i"(EMPTCP_TCP_BUF - 1));
+	if (ol > EMPTCP_TCP_HDR_MAX)
 		return -1;
 	asm volatile("" : "+r"(ol));
 	if (ol < 20)
 		return -1;
 	rw->oldlen = ol;
-	if (bpf_skb_load_bytes(skb, pre, RW_OLD(rw), ol) < 0)
+	if (bpf_skb_load_bytes(skb, pre, EMPTCP_RW_OLD(rw), ol) < 0)
 		return -1;
 	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
@@ -625,8 +655,8 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	delta = (int)nl - (int)ol;
 	rw->new_seg = rw->old_seg + delta;
 	/* keep the old checksum in the new header; the csum helpers fix it */
-	RW_NEW(rw)[16] = RW_OLD(rw)[16];
-	RW_NEW(rw)[17] = RW_OLD(rw)[17];
+	EMPTCP_RW_NEW(rw)[16] = EMPTCP_RW_OLD(rw)[16];
+	EMPTCP_RW_NEW(rw)[17] = EMPTCP_RW_OLD(rw)[17];
 
 	/* everything after the old TCP header (payload, any trailer) moves */
 	skblen = skb->len;
@@ -644,17 +674,17 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 			return -1;	/* only the (zeroed) new tail changed */
 		if (emptcp_tc_move(skb, tail, move, delta) < 0)
 			return -2;
-		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, EMPTCP_RW_NEW(rw), nl, 0) < 0)
 			return -2;
 	} else if (delta < 0) {
-		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, EMPTCP_RW_NEW(rw), nl, 0) < 0)
 			return -1;
 		if (emptcp_tc_move(skb, tail, move, delta) < 0)
 			return -2;
 		if (bpf_skb_change_tail(skb, skblen + delta, 0) < 0)
 			return -2;
 	} else {
-		if (bpf_skb_store_bytes(skb, pre, RW_NEW(rw), nl, 0) < 0)
+		if (bpf_skb_store_bytes(skb, pre, EMPTCP_RW_NEW(rw), nl, 0) < 0)
 			return -1;
 	}
 	/* header bytes: folded into a full checksum, left out of a partial one
@@ -681,6 +711,104 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 	return 0;
 }
 
+/* ------------------- rewrite an option in place ------------------------ */
+
+/* what emptcp_tcp_opt_write needs from the packet, computed before any write */
+struct emptcp_opt_patch {
+	__u64 l4_off;		/* TCP header offset from data */
+	__u64 len;		/* option area length, a multiple of 4 (4..40) */
+	__u32 diff;		/* csum_diff(old option area, new option area) */
+	__u16 check;		/* the TCP checksum field as it is in the packet */
+};
+
+/* Build the new option area in w->out: the first option (kind, subtype) with
+ * bytes [at, at + n) replaced.  0: ready; 1: no such option; -1: refused. */
+static __always_inline int emptcp_opt_patch(void *data, void *data_end, int kind,
+					    int subtype, __u32 at, const __u8 *bytes,
+					    __u32 n, struct emptcp_opt_patch *pp)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	struct emptcp_tcp_pkt p;
+	__u32 olen = 0, i;
+	__u64 len;
+	__s64 d;
+	int off;
+
+	if (!w || emptcp_parse_tcp_packet(data, data_end, &p) < 0)
+		return -1;
+	__builtin_memset(w, 0, sizeof(*w));
+	off = emptcp_tcp_opts_copy(p.tcph, data_end, w->in);
+	if (off <= 0)
+		return off < 0 ? -1 : 1;
+	w->len = off;
+	off = emptcp_opt_find(w, kind, subtype, &olen);
+	if (off < 0)
+		return w->err ? -1 : 1;
+	if (n == 0 || n > EMPTCP_TCP_OPT_MAX || at >= olen || n > olen - at)
+		return -1;	/* would write past the option */
+	__builtin_memcpy(w->out, w->in, EMPTCP_TCP_BUF);
+#pragma unroll
+	for (i = 0; i < EMPTCP_TCP_OPT_MAX; i++) {
+		if (i >= n)
+			break;
+		w->out[EMPTCP_IDX(off + at + i)] = bytes[i];
+	}
+	/* the diff covers whole 32-bit words from the start of the options
+	 * (4-byte aligned in the TCP header): right for any field offset */
+	len = w->len;
+	asm volatile("%0 &= %1" : "+r"(len) : "i"(EMPTCP_TCP_BUF - 4));
+	if (len == 0)
+		return -1;
+	d = bpf_csum_diff((__be32 *)w->in, len, (__be32 *)w->out, len, 0);
+	if (d < 0)
+		return -1;
+	pp->diff = (__u32)d;
+	pp->len = len;
+	pp->l4_off = p.l4_off;
+	pp->check = p.tcph->check;
+	return 0;
+}
+
+static __always_inline int emptcp_xdp_tcp_opt_write(struct xdp_md *ctx, int kind, int subtype,
+						    __u32 at, const __u8 *bytes, __u32 n)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	struct emptcp_opt_patch pp = {};
+	__u16 check;
+	int r;
+
+	r = emptcp_opt_patch((void *)(long)ctx->data, (void *)(long)ctx->data_end, kind, subtype,
+			     at, bytes, n, &pp);
+	if (r != 0 || !w)
+		return r ? r : -1;
+	/* XDP frames carry complete checksums: fold the diff in */
+	check = ~emptcp_csum_fold_raw((__u64)(__u16)~pp.check + pp.diff);
+	if (bpf_xdp_store_bytes(ctx, pp.l4_off + sizeof(struct tcphdr), w->out, pp.len) < 0)
+		return -1;
+	if (bpf_xdp_store_bytes(ctx, pp.l4_off + offsetof(struct tcphdr, check), &check, 2) < 0)
+		return -2;
+	return 0;
+}
+
+static __always_inline int emptcp_tc_tcp_opt_write(struct __sk_buff *ctx, int kind, int subtype,
+						   __u32 at, const __u8 *bytes, __u32 n)
+{
+	struct emptcp_walk *w = emptcp_walk_state();
+	struct emptcp_opt_patch pp = {};
+	int r;
+
+	r = emptcp_opt_patch((void *)(long)ctx->data, (void *)(long)ctx->data_end, kind, subtype,
+			     at, bytes, n, &pp);
+	if (r != 0 || !w)
+		return r ? r : -1;
+	if (bpf_skb_store_bytes(ctx, pp.l4_off + sizeof(struct tcphdr), w->out, pp.len, 0) < 0)
+		return -1;
+	/* header bytes: folded into a full checksum, left out of a partial one */
+	if (bpf_l4_csum_replace(ctx, pp.l4_off + offsetof(struct tcphdr, check), 0, pp.diff, 0) < 0)
+		return -2;
+	return 0;
+}
+
 /*
  * Hook-generic API.  0: packet changed; 1: nothing to do (remove: option not
  * present); -1: refused, packet unchanged (not TCP, malformed options, would
@@ -694,5 +822,18 @@ static __always_inline int emptcp_tc_tcp_opts_edit(struct __sk_buff *skb, int op
 #define emptcp_tcp_opt_remove(ctx, kind, subtype) \
 	_Generic((ctx), struct xdp_md *: emptcp_xdp_tcp_opts_edit, \
 		 struct __sk_buff *: emptcp_tc_tcp_opts_edit)(ctx, EMPTCP_OP_REMOVE, NULL, 0, kind, subtype)
+
+/*
+ * Overwrite bytes [at, at + n) of the first option (kind, subtype) in place
+ * (the option keeps its length; e.g. at 2, n 2 = the MSS value) and fix the
+ * TCP checksum, whatever the field's offset (XDP: complete checksum; TC:
+ * bpf_l4_csum_replace, so CHECKSUM_PARTIAL skbs stay right).  `bytes` must
+ * hold n bytes; keep n a constant.  0: changed; 1: no such option; -1:
+ * refused, packet unchanged (not TCP, malformed options, at + n beyond the
+ * option); -2: failed half way (drop).  Packet pointers are invalid afterwards.
+ */
+#define emptcp_tcp_opt_write(ctx, kind, subtype, at, bytes, n) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_tcp_opt_write, \
+		 struct __sk_buff *: emptcp_tc_tcp_opt_write)(ctx, kind, subtype, at, bytes, n)
 
 #endif /* EMPTCP_TCPOPT_H */

@@ -1,13 +1,17 @@
-"""Fixtures for the CLI / API tests: two namespaces joined by two veth pairs,
-a private pin root per test, and helpers that run the installed ``emptcp``
-command inside namespace A with ``nsenter --net=`` (which, unlike
-``ip netns exec``, does not remount /sys, so the root bpffs stays visible).
+"""Fixtures for the CLI / API tests: two namespaces joined by two veth pairs
+(an :class:`emptcp.rig.Rig`, with the interface names the examples use), a private
+pin root per test, and helpers that run the installed ``emptcp`` command inside
+namespace A with ``nsenter --net=`` (which, unlike ``ip netns exec``, does not
+remount /sys, so the root bpffs stays visible).
 
 Topology (the interface names the examples/*.toml files use)::
 
     namespace A (where emptcp runs)          namespace B (the peer)
     veth0  10.77.0.1/24   <--------------->  peer0  10.77.0.2/24
     veth1  10.77.1.1/24   <--------------->  peer1  10.77.1.2/24
+
+Checksum offloads stay on (veth defaults), as the examples' counters expect: with
+``tx off`` a GSO skb that TC egress counts once would leave as several segments.
 """
 from __future__ import annotations
 
@@ -62,23 +66,35 @@ def nsrun(ns: str, *cmd: str, check: bool = True, timeout: float = 30,
 
 
 # ---- TCX attachments (bpftool 7.1 does not list them) ----------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYS_BPF, _BPF_PROG_QUERY = 321, 16
+# libbpf's bpf_prog_query() wraps the bpf(2) syscall on every architecture; the
+# attach types are UAPI enum values (enum bpf_attach_type), not per-arch numbers.
 _ATTACH = {"xdp": None, "tc-ingress": 46, "tc-egress": 47}  # BPF_TCX_INGRESS/EGRESS
+_libbpf = None
+
+
+def _bpf_prog_query():
+    global _libbpf
+    if _libbpf is None:
+        import ctypes.util
+        _libbpf = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
+        u32p = ctypes.POINTER(ctypes.c_uint32)
+        _libbpf.bpf_prog_query.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32,
+                                           u32p, u32p, u32p]
+        _libbpf.bpf_prog_query.restype = ctypes.c_int
+    return _libbpf.bpf_prog_query
 
 
 def tcx_prog_count(ifindex: int, direction: str) -> int:
     """Programs attached by TCX to ``ifindex`` (current thread's netns) in ``direction``."""
-    attr = (ctypes.c_uint8 * 128)()
-    ctypes.c_uint32.from_buffer(attr, 0).value = ifindex
-    ctypes.c_uint32.from_buffer(attr, 4).value = _ATTACH[direction]
-    rc = _libc.syscall(_SYS_BPF, _BPF_PROG_QUERY, ctypes.byref(attr), 128)
+    flags, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
+    rc = _bpf_prog_query()(ifindex, _ATTACH[direction], 0, ctypes.byref(flags), None,
+                           ctypes.byref(count))
     if rc != 0:
-        err = ctypes.get_errno()
+        err = -rc if rc < 0 else ctypes.get_errno()
         if err == 2:  # ENOENT: no TCX entry on this device at all
             return 0
-        raise OSError(err, f"BPF_PROG_QUERY: {os.strerror(err)}")
-    return ctypes.c_uint32.from_buffer(attr, 24).value
+        raise OSError(err, f"bpf_prog_query: {os.strerror(err)}")
+    return count.value
 
 
 class Host:
@@ -172,22 +188,10 @@ class Host:
         assert not alive, f"programs still loaded after detach: {names}"
 
 
-def _make_pair(tag: str) -> tuple[str, str]:
-    a, b = f"ecli-a-{tag}", f"ecli-b-{tag}"
-    sh("ip", "netns", "add", a)
-    sh("ip", "netns", "add", b)
-    for i in (0, 1):
-        sh("ip", "link", "add", f"e{tag}{i}", "netns", a, "type", "veth", "peer", "name",
-           f"p{tag}{i}", "netns", b)
-        sh("ip", "-n", a, "link", "set", f"e{tag}{i}", "name", f"veth{i}")
-        sh("ip", "-n", b, "link", "set", f"p{tag}{i}", "name", f"peer{i}")
-        sh("ip", "-n", a, "addr", "add", f"10.77.{i}.1/24", "dev", f"veth{i}")
-        sh("ip", "-n", b, "addr", "add", f"10.77.{i}.2/24", "dev", f"peer{i}")
-        sh("ip", "-n", a, "link", "set", f"veth{i}", "up")
-        sh("ip", "-n", b, "link", "set", f"peer{i}", "up")
-    for ns in (a, b):
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-    return a, b
+def _rename(side, dev: str, name: str) -> None:
+    side.run(["ip", "link", "set", "dev", dev, "down"])
+    side.run(["ip", "link", "set", "dev", dev, "name", name])
+    side.run(["ip", "link", "set", "dev", name, "up"])
 
 
 def new_pin_root() -> str:
@@ -200,26 +204,29 @@ def remove_pin_root(path: str) -> None:
 
 @pytest.fixture
 def host(root):
-    """Namespaces A and B (two veth pairs) and a private pin root; all removed afterwards."""
-    tag = uuid.uuid4().hex[:6]
+    """Namespaces A and B (two veth pairs, see the module doc) and a private pin root;
+    all removed afterwards."""
+    from emptcp.rig import PathSpec, Rig
     pin_root = new_pin_root()
     binary = emptcp_bin()
-    a = b = None
+    rig = Rig(paths=[PathSpec(offload=True), PathSpec(offload=True)], prefix="emptcp-cli",
+              base=77, limits=None, client_subflow=False)
     try:
-        a, b = _make_pair(tag)
-        h = Host(a, b, pin_root)
-        yield h
-    finally:  # each step on its own: a failing one must not skip the others
-        if a is not None and os.path.exists(pin_root):
-            try:
-                subprocess.run(["nsenter", f"--net=/var/run/netns/{a}", "--", binary,
+        with rig:
+            for p in rig.paths:  # the names the examples use
+                _rename(rig.client, p.client_if, f"veth{p.index}")
+                _rename(rig.server, p.server_if, f"peer{p.index}")
+                p.client_if, p.server_if = f"veth{p.index}", f"peer{p.index}"
+            rig.wait_ready()
+            h = Host(rig.client.ns, rig.server.ns, pin_root)
+            h.rig = rig
+            yield h
+            if os.path.exists(pin_root):  # detach inside A, before the rig goes away
+                subprocess.run(["nsenter", f"--net=/var/run/netns/{rig.client.ns}", "--", binary,
                                 "detach", "--all", "--pin-root", pin_root],
                                capture_output=True, timeout=60)
-            except Exception:  # noqa: BLE001 -- removing the pins below detaches anyway
-                pass
-        remove_pin_root(pin_root)
-        for ns in (f"ecli-a-{tag}", f"ecli-b-{tag}"):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    finally:
+        remove_pin_root(pin_root)  # removing the pins detaches anyway
 
 
 # ---- traffic -----------------------------------------------------------------

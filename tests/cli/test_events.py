@@ -3,12 +3,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 from emptcp.rig import Rig
 
 from ..conftest import require
+from ..kernel import wait_for
 
 EMPTCP = os.path.join(os.path.dirname(sys.executable), "emptcp")
 
@@ -25,6 +25,14 @@ actions = [ {{ use = "record", subtype = 0 }} ]
 """
 
 
+def _maps_bpf_map(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "anon_inode:bpf-map" in f.read()
+    except OSError:
+        return False
+
+
 def test_events_stream_json_lines(root, tmp_path):
     from emptcp.plugins.manager import PluginManager
     require("record" in PluginManager().stages(), "emptcp-mptcp plugin (record) not installed")
@@ -39,7 +47,11 @@ def test_events_stream_json_lines(root, tmp_path):
             events = subprocess.Popen(ns + [EMPTCP, "events", "--json", "--count", "3",
                                             "--timeout", "20", "--pin-root", pin_root],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(0.5)                      # the consumer is polling before traffic starts
+            # traffic starts once the consumer has mapped the ring buffer (libbpf mmaps
+            # the map: /proc/PID/maps shows it; nsenter execs emptcp in place)
+            wait_for(lambda: _maps_bpf_map(events.pid) or events.poll() is not None, 20,
+                     "emptcp events maps the ring buffer")
+            assert events.poll() is None, events.communicate()
             rep = rig.transfer(nbytes=1 << 16)
             assert rep["intact"]
             out, err = events.communicate(timeout=30)

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -41,8 +40,7 @@ def test_run_applies_and_honours_on_exit(veth_ns, tmp_path, on_exit, sig):
                                        check=True, capture_output=True, text=True).stdout)
         assert st["applied"] and st["hooks"][0]["policies"][0]["actions"][0]["counters"][
             "packets"] >= 2
-        time.sleep(0.3)
-        proc.send_signal(sig)
+        proc.send_signal(sig)   # "applied" is printed once the handlers are installed
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         if on_exit == "detach":

@@ -112,14 +112,27 @@ def _learn_digests(host: Host, configs: dict[str, str],
     return digests
 
 
+def _seed() -> int:
+    """EMPTCP_TEST_SEED when set (to replay a schedule), else a fresh random seed."""
+    env = os.environ.get("EMPTCP_TEST_SEED", "").strip()
+    return int(env) if env else random.SystemRandom().randrange(1, 2**32)
+
+
 def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
+    """SIGKILL ``emptcp apply`` at random moments (seeded: the seed is printed first, and
+    EMPTCP_TEST_SEED=<seed> replays the same schedule). After every kill:
+    the pin root holds the old or the new configuration, committed and attached; any
+    attachment the configuration does not own is an interrupted apply's link, listed by
+    ``status`` as stale and removed by the next command; the next command repairs all."""
+    seed = _seed()
+    print(f"EMPTCP_TEST_SEED={seed}", flush=True)
     durations: dict[str, float] = {}
     digests = _learn_digests(host, configs, durations)
-    rng = random.Random(int(os.environ.get("EMPTCP_TEST_SEED", "0")) or None)
-    seed_note = []
+    rng = random.Random(seed)
+    schedule = []
     prog_ids: set[int] = set()
     outcomes = {"old": 0, "new": 0, "empty": 0}
-    stale_after_kill = []
+    stale_after_kill: list[str] = []
     for i in range(24):
         cold = i % 6 == 0
         if cold:  # also kill first applies on an empty pin root
@@ -128,20 +141,21 @@ def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
         target = "three" if i % 2 else "one"
         # 0-300 ms, but no later than the end of a whole apply: most kills land inside it
         delay = rng.uniform(0, min(0.3, durations[target] * 1.1))
-        seed_note.append(f"{i}:{target}:{delay * 1000:.0f}ms{' cold' if cold else ''}")
+        schedule.append(f"{i}:{target}:{delay * 1000:.0f}ms{' cold' if cold else ''}")
+        where = f"seed {seed} iteration {schedule[-1]}"
         p = subprocess.Popen(host.argv("apply", configs[target]), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, start_new_session=True)
-        time.sleep(delay)
+        time.sleep(delay)  # the random kill moment itself (seeded), not a wait
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         p.communicate()
-        where = f"iteration {' '.join(seed_note[-1:])}"
         st = host.status()
         if not st["applied"]:
             assert not before["applied"], f"{where}: the previous configuration vanished"
             outcomes["empty"] += 1
+            expected = {"xdp": [], "tcx": {}}
         else:
             st = assert_complete(host, digests, where)
             new = st["digest"] == digests[target]
@@ -149,19 +163,36 @@ def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
             if not new:
                 assert before["applied"] and st["digest"] == before["digest"], where
                 assert st["generation"] == before["generation"], where
-            if _actual_attachments(host) != _expected_attachments(st):
-                stale_after_kill.append(where)
+            expected = _expected_attachments(st)
             prog_ids |= host.owned_prog_ids()
+        actual = _actual_attachments(host)
+        if actual != expected:
+            # only an interrupted apply's links may be extra, and status must name them
+            stale_after_kill.append(where)
+            extra = _extra_attachments(actual, expected)
+            assert extra and not _extra_attachments(expected, actual), \
+                f"{where}: attachments missing, not just extra: {actual} vs {expected}"
+            stale_ids = {s.get("prog_id") for s in st["stale"]}
+            assert st["stale"] and None not in stale_ids, \
+                f"{where}: extra attachments {extra} not listed as stale: {st['stale']}"
+            assert len(st["stale"]) == sum(len(v) if isinstance(v, list) else v
+                                           for v in extra.values()), (where, extra, st["stale"])
+            prog_ids |= stale_ids
+        else:
+            assert st["stale"] == [], f"{where}: stale links listed but nothing extra: {st}"
         # the next command repairs what a killed one left behind
         other = "three" if target == "one" else "one"
-        if i % 3 == 2:
+        if i % 3 == 2 or actual != expected:
             host.apply(configs[other])
             st = assert_complete(host, digests, f"{where} (repair apply)")
             assert st["digest"] == digests[other]
             assert _actual_attachments(host) == _expected_attachments(st), where
+            assert st["stale"] == [], f"{where} (repair apply): {st['stale']}"
             prog_ids |= host.owned_prog_ids()
-    print("kill schedule:", " ".join(seed_note), "outcomes:", outcomes,
-          "stale attachments right after a kill:", stale_after_kill)
+    print(f"seed {seed}; kill schedule:", " ".join(schedule), "; outcomes:", outcomes,
+          "; stale attachments right after a kill (each listed by status, then repaired):",
+          stale_after_kill or "none")
+    assert sum(outcomes.values()) == 24, outcomes
     assert outcomes["old"] + outcomes["new"] >= 6, outcomes
     for name in ("one", "three"):
         host.apply(configs[name])
@@ -171,6 +202,13 @@ def test_sigkill_during_apply(host: Host, configs: dict[str, str]) -> None:
         prog_ids |= host.owned_prog_ids()
     host.detach_all()
     host.assert_clean(prog_ids)
+
+
+def _extra_attachments(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What ``a`` attaches that ``b`` does not (XDP interfaces; TCX counts above b's)."""
+    xdp = [x for x in a["xdp"] if x not in b["xdp"]]
+    tcx = {k: n - b["tcx"].get(k, 0) for k, n in a["tcx"].items() if n > b["tcx"].get(k, 0)}
+    return {k: v for k, v in (("xdp", xdp), ("tcx", tcx)) if v}
 
 
 def test_concurrent_applies_serialise(host: Host, configs: dict[str, str]) -> None:

@@ -22,7 +22,8 @@ COMMON = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bpf", "common")
 SOURCE = os.path.join(HERE, "stage_bodies", "optbodies.bpf.c")
 
 KINDS = ("xdp", "tc-ingress", "tc-egress")
-PASS = {"xdp": 2, "tc-ingress": 0, "tc-egress": 0}
+# undecided: XDP_PASS on XDP, TC_ACT_UNSPEC (TCX_NEXT) on TC
+PASS = {"xdp": 2, "tc-ingress": -1, "tc-egress": -1}
 # MSS (02 04 05 b4), NOP, WScale (03 03 07): two option words
 OPTIONS = [("MSS", 1460), ("NOP", None), ("WScale", 7)]
 WORD0, WORD1 = bytes.fromhex("020405b4"), bytes.fromhex("01030307")

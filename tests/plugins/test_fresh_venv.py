@@ -19,7 +19,8 @@ def listed(venv: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_install_list_uninstall_in_a_fresh_venv(tmp_path):
+@pytest.mark.root   # not for privileges: it builds wheels (clang) into a fresh venv, a
+def test_install_list_uninstall_in_a_fresh_venv(tmp_path):  # minute -- not a quick check
     venv = str(tmp_path / "venv")
     pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "-q"]
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)

@@ -1,12 +1,7 @@
-import os
-import sys
-
+"""Every rig test needs root, MPTCP and the tools the rig drives (see tests/conftest.py)."""
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from rigreq import require_rig  # noqa: E402
 
 @pytest.fixture(autouse=True)
-def _rig_requirements():
-    require_rig()
+def _rig_requirements(mptcp_kernel):
+    pass

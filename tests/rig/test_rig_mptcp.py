@@ -53,7 +53,8 @@ def test_backup_endpoint_visible_in_ss_nstat_and_capture():
         assert sfs and sfs[0].backup and not sfs[0].peer_backup  # client flags "Jjbec"
         ssv = _wait(lambda: [s for s in rig.server.subflows(srv.port) if s.is_join])
         assert ssv and ssv[0].peer_backup and not ssv[0].backup  # server flags "JBec"
-        time.sleep(0.3)
+        b0 = rig.path_bytes()
+        _wait(lambda: rig.path_bytes()[0]["client_tx"] - b0[0]["client_tx"] > 1 << 20, timeout=8)
         rep = cli.stop()
         assert rep["intact"]
         ds = nstat_delta(s0, rig.server.nstat())
@@ -101,8 +102,11 @@ def test_userspace_pm_subflow_create():
             ev = next(e for e in mon.events(timeout=3) if e.type == "established")
             msk = [e for e in rig.client.ss() if e.netid == "mptcp" and e.rport == srv.port]
             assert int(msk[0].token, 16) == ev.token
-            time.sleep(0.2)
-            assert len(rig.client.subflows(srv.port)) == 1  # userspace PM: nothing automatic
+            # userspace PM: nothing automatic, even after the connection moved 1 MiB
+            b0 = rig.paths[0].bytes()
+            assert _wait(lambda: rig.paths[0].bytes()["client_tx"] - b0["client_tx"] > 1 << 20,
+                         timeout=8)
+            assert len(rig.client.subflows(srv.port)) == 1
             p1 = rig.paths[1]
             b0 = p1.bytes()
             pm.subflow_create(ev.token, p1.client_addr, rig.paths[0].server_addr, srv.port,

@@ -103,7 +103,7 @@ class _Locator:
             return line
         if head in ("hooks", "services"):
             start = self._find(rf"^\s*\[\s*{head}(\.\"?{re.escape(str(keys[1]))}\"?)?\s*\]"
-                               if len(keys) > 1 and head == "hooks" else rf"^\s*\[\s*{head}\s*\]")
+                               if len(keys) > 1 and head == "hooks" else rf"^\s*\[\s*{head}[\s.\]]")
             if start is None:
                 return None
             if len(keys) > 2 or (head == "services" and len(keys) > 1):

@@ -99,7 +99,31 @@ class Policy:
             self.applied = False
 
 
+def _wait(cond: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
+    """Poll ``cond`` until it is truthy or ``timeout`` s passed; its last value. A scenario
+    waits for the condition its measurement needs, never for a fixed time; a condition
+    that does not come shows up in the checks that follow."""
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(step)
+
+
+def _both_paths_carry(rig: Any, key: str, nbytes: int) -> Callable[[], bool]:
+    """A condition: from now on, every path's ``key`` byte counter grew by ``nbytes``."""
+    b0 = rig.path_bytes()
+    return lambda: all(b[key] - a[key] >= nbytes for a, b in zip(b0, rig.path_bytes()))
+
+
+def _nstat_moved(side: Any, name: str) -> Callable[[], bool]:
+    n0 = side.nstat().get(name, 0)
+    return lambda: side.nstat().get(name, 0) > n0
+
+
 def _window(rig: Any, seconds: float) -> List[Dict[str, int]]:
+    """Bytes per path over a measurement interval of ``seconds``."""
     b0 = rig.path_bytes()
     time.sleep(seconds)
     b1 = rig.path_bytes()
@@ -167,11 +191,16 @@ def _backup(res: Result, xdp: bool) -> None:
         try:
             srv = rig.start_server()
             cli = rig.start_client(srv.port, duration=6.5, reverse=True, timeout=15)
-            time.sleep(1.2)
+            _wait(_both_paths_carry(rig, "server_tx", 256 << 10), 3)
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             before = _window(rig, 1.5)
+            prio = _nstat_moved(rig.server, "MPTcpExtMPPrioRx")
             res.evidence["apply_s"] = round(pol.apply(name, rig), 3)
-            time.sleep(0.7)
+            _wait(prio, 3)
+            # what path 1 queued before the flag drains while path 0 moves 1 MiB
+            p0 = rig.paths[0]
+            b0 = p0.bytes()["server_tx"]
+            _wait(lambda: p0.bytes()["server_tx"] - b0 > 1 << 20, 3)
             after = _window(rig, 1.5)
             n1c, n1s = rig.client.nstat(), rig.server.nstat()
             srv_flows, cli_flows = _flows(rig.server), _flows(rig.client)
@@ -230,12 +259,13 @@ def _recv_win(res: Result) -> None:
         try:
             srv = rig.start_server()
             cli = rig.start_client(srv.port, duration=7.0, timeout=15)
-            time.sleep(1.0)
+            _wait(_both_paths_carry(rig, "client_tx", 1 << 20), 3)
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             win = {"no policy": _window(rig, 1.5)}
             pol.apply("recv-win", rig, window=w)
             cap.start()
-            time.sleep(0.3)
+            _wait(lambda: pol.counters().get("path1-small-window", {})
+                  .get("a1:set_recv_win", 0) > 50, 3)   # the clamp is on path 1's ACKs
             m0 = rig.client.nstat()
             win["path 1 only"] = _window(rig, 1.2)
             m1 = rig.client.nstat()
@@ -244,7 +274,8 @@ def _recv_win(res: Result) -> None:
                               "rtt": e.info.get("rtt")} for e in rig.client.subflows()}
             c1 = pol.counters()
             pol.apply("recv-win-all", rig, window=w)
-            time.sleep(0.3)
+            _wait(lambda: all(pol.counters().get(f"small-window-{i}", {})
+                              .get("a1:set_recv_win", 0) > 50 for i in (0, 1)), 3)
             win["every path"] = _window(rig, 1.2)
             n1c, n1s = rig.client.nstat(), rig.server.nstat()
             counters = {**c1, **pol.counters()}
@@ -308,7 +339,7 @@ def _recv_win_delay(res: Result, tcp: bool = False, window_bytes: int = 128 * 10
         try:
             srv = rig.start_server(tcp=tcp)
             cli = rig.start_client(srv.port, duration=7.0, timeout=20, tcp=tcp)
-            time.sleep(1.0)
+            _wait(lambda: conn(rig.client), 3)
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             phases: Dict[str, Any] = {"no policy": {"mbit_per_s": rate_of(1.0)}}
             e = conn(rig.client)
@@ -320,7 +351,9 @@ def _recv_win_delay(res: Result, tcp: bool = False, window_bytes: int = 128 * 10
             cap.start()
             for name, w in (("window W", raw), ("window W/2", raw // 2)):
                 pol.apply("recv-win-delay", rig, window=w)
-                time.sleep(0.6)            # in-flight data of the previous phase drains
+                # the sender runs on the new window (what was in flight has drained)
+                _wait(lambda: (c := conn(rig.client)) is not None
+                      and int(c.info.get("snd_wnd", 0)) == w << wscale, 3)
                 r = rate_of(1.5)
                 e = conn(rig.client)
                 phases[name] = {"raw_window": w, "window_bytes": w << wscale, "mbit_per_s": r,
@@ -389,7 +422,16 @@ def _rm_add_addr(res: Result, builtin: bool) -> None:
                 n0c, n0s = rig.client.nstat(), rig.server.nstat()
                 srv = rig.start_server()
                 cli = rig.start_client(srv.port, duration=2.0, timeout=10)
-                time.sleep(1.5)
+                _wait(lambda: rig.server.nstat().get("MPTcpExtAddAddrTx", 0)
+                      > n0s.get("MPTcpExtAddAddrTx", 0), 1.5)
+                if phase == "without policy":   # the client joins the announced address
+                    _wait(lambda: [f for f in _flows(rig.client)
+                                   if f["remote"].startswith(a1 + ":")], 1.5)
+                else:                           # the ADD_ADDR and 300 more packets arrived
+                    c0 = rig.paths[0]
+                    r0 = rig.client.link_stats(c0.client_if)[c0.client_if]["rx_packets"]
+                    _wait(lambda: rig.client.link_stats(c0.client_if)[c0.client_if]
+                          ["rx_packets"] - r0 > 300, 1.5)
                 flows = [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
                 rep = cli.result(15)
                 srv.results(5)
@@ -428,7 +470,10 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             c1 = rig.start_client(legacy.port, duration=2.0, timeout=10)
             c2 = rig.start_client(other.port, duration=2.0, timeout=10)
-            time.sleep(1.2)
+            _wait(lambda: {legacy.port, other.port} <= {e.rport for e in rig.client.ss()
+                                                        if e.netid == "mptcp"}
+                  and any(e.rport == other.port and "subflows:" in e.raw
+                          for e in rig.client.ss()), 1.5)
             ss_all = rig.client.ss()
             sub = {e.rport for e in ss_all if e.is_subflow and "flags:" in e.raw}
             mp_sockets = {e.rport for e in ss_all if e.netid == "mptcp" and "subflows:" in e.raw}
@@ -594,7 +639,7 @@ def _mixed(res: Result, reapply: int = 50) -> None:
             # receive window belong (growing a full-MTU data segment by 4 bytes on TC
             # egress would exceed the veth MTU and be dropped)
             cli = rig.start_client(srv.port, duration=4.0, reverse=True, timeout=20)
-            time.sleep(0.5)
+            _wait(lambda: len(rig.client.subflows(srv.port)) >= 2, 2)
             totals: Dict[str, int] = {}
             for i in range(reapply):
                 for k, v in pol.counters().get("mixed", {}).items():   # before the flip resets them
@@ -602,7 +647,9 @@ def _mixed(res: Result, reapply: int = 50) -> None:
                 time.sleep(0.03)
                 times.append(pol.apply("mixed", rig, backup=bool(i % 2),
                                        window=(512, 1024, 4096, 65535)[i % 4]))
-            time.sleep(0.5)
+            p0 = rig.paths[0]
+            b0 = p0.bytes()["server_tx"]   # the download goes on after the last flip
+            _wait(lambda: p0.bytes()["server_tx"] - b0 > 1 << 20, 1)
             counters = pol.counters()
             for k, v in counters.get("mixed", {}).items():
                 totals[k] = totals.get(k, 0) + v

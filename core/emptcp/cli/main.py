@@ -340,8 +340,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if mptcp is not None:
             mptcp.close()
         raise
-    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
-          flush=True)
     server = operations.start_metrics(args.metrics, args.pin_root, run_stats) \
         if args.metrics else None
     # --watch: re-apply on every change of the file; SIGHUP: re-apply now (always)
@@ -354,9 +352,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
+    # before the line that says we are up: a signal sent on reading it is honoured
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, lambda *_: watcher.request())
+    print(f"applied generation {result.generation}" if result.changed else result.summary[0],
+          flush=True)
     deadline = time.monotonic() + args.timeout if args.timeout else None
 
     def handle(ev: Any) -> None:

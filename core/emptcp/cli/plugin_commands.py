@@ -12,6 +12,8 @@ import os
 import re
 import sys
 
+from ..errors import EmptcpError
+
 #: the commands this module adds
 COMMAND_NAMES = ("plugins", "build", "new-plugin")
 
@@ -23,6 +25,8 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plugins", help="list installed plugins and their stages")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--verify", action="store_true",
+                   help="also load every stage's object through the verifier (root)")
     p.set_defaults(func=cmd_plugins)
 
     p = subparsers.add_parser("build", help="compile a BPF stage and check it with the verifier")
@@ -51,9 +55,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from ..plugins.manager import get_plugin_manager
     pm = get_plugin_manager()
     infos = pm.plugins()
+    verify = getattr(args, "verify", False)
+    try:
+        # without --verify: the root-free check only (shared maps match this emptcp's)
+        problems = pm.load_problems(load=verify)
+    except EmptcpError as e:
+        print(f"emptcp plugins: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
     if getattr(args, "json", False):
-        print(json.dumps([i.as_dict() for i in infos], indent=2, default=str))
-        return EXIT_OK if all(i.ok for i in infos) else EXIT_USAGE
+        out = [i.as_dict() for i in infos]
+        for d in out:
+            for st in d["stages"]:
+                st["load_error"] = problems.get(st["name"])
+        print(json.dumps(out, indent=2, default=str))
+        if not all(i.ok for i in infos):
+            return EXIT_USAGE
+        return EXIT_RUNTIME if problems else EXIT_OK
     for info in infos:
         head = f"{info.name}  ({info.distribution or '?'} {info.version or ''})".rstrip()
         print(head)
@@ -64,16 +81,28 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for s in sorted(info.stages, key=lambda s: (s.kind, s.name)):
             print(f"  {s.kind:8} {s.name:20} {'/'.join(s.hooks)}"
                   + (f"  - {s.description}" if s.description else ""))
+            if s.name in problems:
+                print(f"      CANNOT LOAD: {problems[s.name]}")
             for p in s.params:
                 print(f"      {_param_text(p)}")
     bad = [i for i in infos if i.error]
     for i in bad:
         print(f"emptcp: {i.error}", file=sys.stderr)
-    return EXIT_USAGE if bad else EXIT_OK
+    if problems:
+        print(f"emptcp: {len(problems)} stage(s) cannot be loaded: "
+              f"{', '.join(sorted(problems))}; a policy using them fails to apply",
+              file=sys.stderr)
+    elif not verify:
+        print("(objects are checked as files here; `emptcp plugins --verify` (root) also "
+              "loads them through the verifier)")
+    if bad:
+        return EXIT_USAGE
+    return EXIT_RUNTIME if problems else EXIT_OK
 
 
 # ---- build -----------------------------------------------------------------
 _SRC_LINE = re.compile(r"^; (.*?) @ (\S+):(\d+)\s*$")
+_EMPTCP_HEADER = re.compile(r"^emptcp(_\w+)?\.h$")   # the headers in emptcp.include_dir()
 
 
 def verifier_excerpt(log: str, tail: int = 25) -> str:
@@ -89,6 +118,14 @@ def verifier_excerpt(log: str, tail: int = 25) -> str:
     if srcs:
         m = srcs[-1]
         out.append(f"at {os.path.basename(m.group(2))}:{m.group(3)}: {m.group(1).strip()}")
+        if _EMPTCP_HEADER.match(os.path.basename(m.group(2))):
+            # inlined emptcp helper: name the last line of the author's own code
+            # the verifier went through (BTF line info has no inline call sites)
+            mine = [s for s in srcs if not _EMPTCP_HEADER.match(os.path.basename(s.group(2)))]
+            if mine:
+                c = mine[-1]
+                out.append(f"last line of your code before it: {os.path.basename(c.group(2))}:"
+                           f"{c.group(3)}: {c.group(1).strip()}")
     out += body
     return "\n".join(out)
 
@@ -184,6 +221,6 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     print(f"created plugin '{name}' (distribution emptcp-{name}) in {dest}:")
     for f in files:
         print(f"  {f}")
-    print(f"next: pip install ./{os.path.relpath(dest)} && pytest {os.path.relpath(dest)}/tests")
+    print(f"next: cd {os.path.relpath(dest)} && pip install . && python -m pytest tests")
     return EXIT_OK
 

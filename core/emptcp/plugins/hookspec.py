@@ -181,16 +181,3 @@ def emptcp_add_commands(subparsers: "argparse._SubParsersAction") -> None:
 
     :param subparsers: the ``argparse`` sub-parser collection of ``emptcp``.
     """
-
-
-@hookspec_marker(firstresult=True)
-def emptcp_stage_object(spec: "StageSpec") -> "str | None":
-    """Override where the object of ``spec`` is loaded from.
-
-    Called when a stage is about to be loaded. Only the first non-``None``
-    answer counts (``firstresult``). Useful for development setups that build
-    objects elsewhere; plugins normally do not implement it.
-
-    :param spec: the validated stage spec.
-    :return: a path to an ELF object, or ``None`` to use ``spec.object``.
-    """

@@ -319,6 +319,53 @@ class PluginManager:
                 results.append((name, r))
         return results
 
+    def load_problems(self, *, load: bool = True) -> dict[str, str]:
+        """Stages whose objects cannot be loaded into this emptcp's data path.
+
+        Validation only parses objects; this goes further, object by object:
+        its shared ``emptcp_*`` maps must match the running emptcp's (same
+        type, key/value size, entries -- else the object was built against
+        another emptcp's headers and every apply using it fails), and with
+        ``load`` (root) every program is loaded through the verifier, not
+        attached, with throw-away maps, as ``emptcp build`` does.
+
+        :return: ``{stage name: reason}`` for the stages that fail; empty when
+            all load.
+        """
+        from .. import builtin_object
+        from ..bpf.objects import ObjectSpec
+        from ..errors import VerifierError
+
+        def maps(path: str) -> dict[str, tuple[int, int, int, int]]:
+            with ObjectSpec(path) as spec:
+                return {n: (m.type, m.key_size, m.value_size, m.max_entries)
+                        for n, m in spec.maps.items() if n.startswith("emptcp_")}
+
+        core = maps(builtin_object("entry"))
+        by_object: dict[str, list[str]] = {}
+        for name, spec in self.stages().items():
+            by_object.setdefault(spec.object, []).append(name)
+        problems: dict[str, str] = {}
+        for path, names in by_object.items():
+            reason = None
+            try:
+                bad = sorted(n for n, m in maps(path).items() if n in core and core[n] != m)
+                if bad:
+                    reason = (f"its shared maps {', '.join(bad)} differ from this emptcp's: "
+                              "it was built against another emptcp; rebuild it "
+                              "(pip install --force-reinstall <plugin>)")
+                elif load:
+                    with ObjectSpec(path) as spec:
+                        spec.load().close()
+            except VerifierError as e:
+                reason = (f"the verifier rejects program '{e.program}' of {path}; "
+                          f"`emptcp build <its .bpf.c>` shows where and why")
+            except EmptcpError as e:
+                reason = f"cannot load {path}: {_oneline(e)}"
+            if reason:
+                problems.update({n: reason for n in names})
+        return problems
+
     def add_commands(self, subparsers: Any) -> list[PluginError]:
         """Let every plugin add CLI commands; a plugin that raises adds none (returned)."""
         errors = []
@@ -334,10 +381,6 @@ class PluginManager:
                 errors.append(PluginError(name, f"emptcp_add_commands raised {_oneline(e)}",
                                           info.distribution if info else None))
         return errors
-
-    def stage_object(self, spec: StageSpec) -> str:
-        """Where to load ``spec``'s object from (emptcp_stage_object hook, else spec.object)."""
-        return self.pm.hook.emptcp_stage_object(spec=spec) or spec.object
 
 
 def _with_origin(spec: StageSpec, plugin: str, distribution: str | None) -> StageSpec:

@@ -43,9 +43,10 @@ class PathSpec:
     downloads are limited) with ``qdisc`` "tbf" or "htb"; ``offload=False`` (the default)
     runs ``ethtool -K dev tx off rx off`` on both ends, so the kernel validates TCP
     checksums. It is the default for a second reason: with veth offloads on, this kernel
-    (6.18) now and then hands an MPTCP receiver wrong bytes — seen in about 1 of 25
-    two-path 1 MiB transfers, 218 bytes taken from 376 bytes further on, at the 64 KiB
-    mark, with no BPF program attached — and in none of 200 with offloads off;
+    (6.18) now and then hands an MPTCP receiver wrong bytes, with no BPF program attached
+    — seen in 1 of 25 and in 1 of 100 two-path 1 MiB transfers, and in none of 200 nor
+    of 100 with offloads off; tests/rig/test_kernel_baseline.py measures it
+    (``pytest --kernel-baseline``);
     ``backup`` makes the client's subflow endpoint on this path a backup endpoint;
     ``endpoint=False`` adds no MPTCP endpoint on this path; ``delay_ms`` puts a "middle"
     namespace on the path whose userspace delay line (:mod:`emptcp.rig.delay`, AF_PACKET,

@@ -2,9 +2,10 @@
 
 Everything emptcp owns lives under one pin root (default /sys/fs/bpf/emptcp)::
 
-    maps/emptcp_*      shared maps (prog arrays, tables, counters, events)
-    links/<type>.<if>  one BPF link per hook (XDP link or TCX link) running the entry
-    gen<N>             the description of generation N (a pinned array map of JSON)
+    maps/emptcp_*          shared maps (prog arrays, tables, counters, events)
+    links/<type>@<ifname>  one BPF link per hook (XDP link or TCX link) running the
+                           entry (``.`` in an interface name becomes ``_``)
+    gen<N>                 the description of generation N (a pinned array map of JSON)
 
 An apply builds a *new* generation (prog-array slots, policy and parameter
 tables, its description) while the old one keeps running, then flips the one

@@ -10,7 +10,7 @@
 	struct emptcp_tcp_pkt p; \
 	__u8 buf[64]; \
 	int len; \
-	if (parse_tcp_packet(data, data_end, &p) < 0) \
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0) \
 		EMPTCP_NEXT; \
 	len = emptcp_tcp_opts_copy(p.tcph, data_end, buf); \
 	if (len < 8) \
@@ -42,7 +42,7 @@ int emptcp_optshift_tc(struct __sk_buff *ctx)
 	struct emptcp_tcp_pkt p; \
 	__u8 buf[64]; \
 	int len; \
-	if (parse_tcp_packet(data, data_end, &p) < 0) \
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0) \
 		EMPTCP_NEXT; \
 	len = emptcp_tcp_opts_copy(p.tcph, data_end, buf); \
 	if (len < 4) \

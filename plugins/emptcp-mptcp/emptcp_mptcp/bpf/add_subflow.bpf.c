@@ -45,7 +45,7 @@ static __always_inline void add_subflow(void *data, void *data_end, const struct
 	struct flow_key k = {};
 	__u8 one = 1;
 
-	if (!prm || parse_tcp_packet(data, data_end, &p) < 0)
+	if (!prm || emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return;
 	if (p.tcph->syn || p.tcph->rst || p.tcph->fin || !mptcp_packet(&p, data_end))
 		return;

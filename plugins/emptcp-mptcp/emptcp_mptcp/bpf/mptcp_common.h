@@ -27,7 +27,7 @@ SEC("tc") int emptcp_mptcp_##name##_tc(struct __sk_buff *ctx) \
 /* the TCP header carries an MPTCP option (any subtype) */
 static __always_inline int mptcp_packet(struct emptcp_tcp_pkt *p, void *data_end)
 {
-	return emptcp_has_mptcp_subtype(p->tcph, data_end, EMPTCP_ANY_SUBTYPE);
+	return emptcp_has_mptcp_subtype(p->tcph, data_end, EMPTCP_SUBTYPE_ANY);
 }
 
 #endif

@@ -12,16 +12,16 @@ static __always_inline void record(void *data, void *data_end, const struct empt
 	struct emptcp_ev_mptcp_opt *ev;
 	struct emptcp_tcp_pkt p;
 	__u32 olen = 0, i;
-	int len, off, sub = e->imm == RECORD_ANY ? EMPTCP_ANY_SUBTYPE : e->imm;
+	int len, off, sub = e->imm == RECORD_ANY ? EMPTCP_SUBTYPE_ANY : e->imm;
 
-	if (!w || parse_tcp_packet(data, data_end, &p) < 0)
+	if (!w || emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return;
 	__builtin_memset(w, 0, sizeof(*w));
 	len = emptcp_tcp_opts_copy(p.tcph, data_end, w->in);
 	if (len <= 0)
 		return;
 	w->len = len;
-	off = emptcp_opt_find(w, TCPOPT_MPTCP, sub, &olen);
+	off = emptcp_opt_find(w, EMPTCP_TCPOPT_MPTCP, sub, &olen);
 	if (off < 0 || olen > 40)
 		return;
 	ev = emptcp_event_reserve(e, EMPTCP_EV_MPTCP_OPT, struct emptcp_ev_mptcp_opt);

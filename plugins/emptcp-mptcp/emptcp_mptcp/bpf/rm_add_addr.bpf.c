@@ -6,7 +6,7 @@
 #include "mptcp_common.h"
 
 #define RM_ADD_ADDR(ctx, env, data, data_end) \
-	emptcp_tcp_opt_remove(ctx, TCPOPT_MPTCP, MPTCPOPT_ADD_ADDR)
+	emptcp_tcp_opt_remove(ctx, EMPTCP_TCPOPT_MPTCP, EMPTCP_MPTCPOPT_ADD_ADDR)
 
 MPTCP_ACTION(rm_add_addr, RM_ADD_ADDR)
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -8,7 +8,7 @@ static __always_inline int is_syn(void *data, void *data_end)
 {
 	struct emptcp_tcp_pkt p;
 
-	if (parse_tcp_packet(data, data_end, &p) < 0)
+	if (emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return -1;
 	return p.tcph->syn;
 }
@@ -16,7 +16,7 @@ static __always_inline int is_syn(void *data, void *data_end)
 #define RM_MP_CAPABLE(ctx, env, data, data_end) ({ \
 	int __s = is_syn(data, data_end), __r = 0; \
 	if (__s > 0 || (__s == 0 && ((env)->imm & 1))) \
-		__r = emptcp_tcp_opt_remove(ctx, TCPOPT_MPTCP, MPTCPOPT_MP_CAPABLE); \
+		__r = emptcp_tcp_opt_remove(ctx, EMPTCP_TCPOPT_MPTCP, EMPTCP_MPTCPOPT_MP_CAPABLE); \
 	__r; })
 
 MPTCP_ACTION(rm_mp_capable, RM_MP_CAPABLE)

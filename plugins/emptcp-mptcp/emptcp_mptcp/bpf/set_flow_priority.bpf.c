@@ -14,7 +14,7 @@ static __always_inline int prio_wanted(void *data, void *data_end)
 	__u32 olen;
 	int len;
 
-	if (!w || parse_tcp_packet(data, data_end, &p) < 0)
+	if (!w || emptcp_parse_tcp_packet(data, data_end, &p) < 0)
 		return 0;
 	if (p.tcph->syn || p.tcph->rst)
 		return 0;
@@ -23,16 +23,16 @@ static __always_inline int prio_wanted(void *data, void *data_end)
 	if (len <= 0 || len + 4 > EMPTCP_TCP_OPT_MAX)
 		return 0;
 	w->len = len;
-	if (emptcp_opt_find(w, TCPOPT_MPTCP, EMPTCP_ANY_SUBTYPE, &olen) < 0)
+	if (emptcp_opt_find(w, EMPTCP_TCPOPT_MPTCP, EMPTCP_SUBTYPE_ANY, &olen) < 0)
 		return 0;
-	return emptcp_opt_find(w, TCPOPT_MPTCP, MPTCPOPT_MP_PRIO, &olen) < 0;
+	return emptcp_opt_find(w, EMPTCP_TCPOPT_MPTCP, EMPTCP_MPTCPOPT_MP_PRIO, &olen) < 0;
 }
 
 #define SET_PRIO(ctx, env, data, data_end) ({ \
 	int __r = 0; \
 	if (prio_wanted(data, data_end)) { \
-		__u8 opt[4] = { TCPOPT_MPTCP, 3, \
-				(MPTCPOPT_MP_PRIO << 4) | ((env)->imm & 1), TCPOPT_NOP }; \
+		__u8 opt[4] = { EMPTCP_TCPOPT_MPTCP, 3, \
+				(EMPTCP_MPTCPOPT_MP_PRIO << 4) | ((env)->imm & 1), EMPTCP_TCPOPT_NOP }; \
 		__r = emptcp_tcp_opt_insert(ctx, opt, 4); \
 	} \
 	__r; })

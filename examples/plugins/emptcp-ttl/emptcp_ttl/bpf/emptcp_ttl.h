@@ -22,13 +22,13 @@ struct emptcp_ttl_l3 {
 static __always_inline int emptcp_ttl_parse(void *data, void *data_end,
 					    struct emptcp_ttl_l3 *l3)
 {
-	struct hdr_cursor nh = { .pos = data };
+	struct emptcp_hdr_cursor nh = { .pos = data };
 	struct ethhdr *eth;
 	int proto;
 
 	l3->iph = NULL;
 	l3->ip6h = NULL;
-	proto = parse_ethhdr(&nh, data_end, &eth);
+	proto = emptcp_parse_ethhdr(&nh, data_end, &eth);
 	l3->l3_off = nh.pos - data;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = nh.pos;

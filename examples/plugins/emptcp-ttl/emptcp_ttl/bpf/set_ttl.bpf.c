@@ -24,7 +24,7 @@ int emptcp_set_ttl_xdp(struct xdp_md *ctx)
 		__be16 old = *word;
 
 		l3.iph->ttl = p->ttl;
-		csum_replace2(&l3.iph->check, old, *word);
+		emptcp_csum_replace2(&l3.iph->check, old, *word);
 	} else if (l3.ip6h) {
 		l3.ip6h->hop_limit = p->ttl;
 	}
