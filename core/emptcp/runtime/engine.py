@@ -291,8 +291,14 @@ class Engine:
 
     def _load_stage_object(self, writer: GenerationWriter, path: str,
                            wanted: set[str]) -> Object:
-        """Load only the ``wanted`` programs of a stage object, its shared maps reused."""
-        obj, _ = open_object(ObjectDescription(path), maps=writer.maps, autoload=wanted)
+        """Load only the ``wanted`` programs of a stage object, its shared maps reused --
+        the pinned ``emptcp_events`` ring buffer too (the writer does not hold it): without
+        it a stage that emits events writes into a ring buffer of its own that nobody reads."""
+        maps = dict(writer.maps)
+        with contextlib.ExitStack() as stack:
+            if os.path.exists(self.pins.map("emptcp_events")):
+                maps["emptcp_events"] = stack.enter_context(self._shared("emptcp_events"))
+            obj, _ = open_object(ObjectDescription(path), maps=maps, autoload=wanted)
         return obj
 
     def _assign_hook_ids(self, writer: GenerationWriter, resolved: Resolved,
