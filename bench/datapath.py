@@ -41,7 +41,8 @@ from ._util import median
 from .registry import Context, Result, benchmark
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "monolithic.bpf.c")
-HOOKS = {"xdp": ("xdp", 2), "tc": ("tc-ingress", 0)}   # row suffix -> (emptcp kind, pass verdict)
+HOOKS = {"xdp": ("xdp", 2), "tc": ("tc-ingress", -1)}  # row suffix -> (emptcp kind, no-verdict
+# verdict: XDP_PASS; TCX_NEXT on TC, which the monolithic program returns too)
 LOCAL, REMOTE, LPORT, RPORT = "10.0.0.2", "10.0.0.1", 80, 40000   # ingress: local = destination
 CONN_COUNTER, OTHER_COUNTER, RULE_COUNTER0 = 8, 9, 16          # as monolithic.bpf.c
 MAX_RULES = 128

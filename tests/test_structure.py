@@ -149,3 +149,26 @@ def test_libbpf_error_texts_match_libbpf():
         assert libbpf.strerror(code) == text, code
     assert set(_LIBBPF_ERRORS) == {c for c in range(4000, 4100)
                                    if not libbpf.strerror(c).startswith(("Unknown", "(null)"))}
+
+
+def test_shipped_plugins_do_not_import_the_test_rig():
+    """emptcp.rig is for tests; a plugin that imports it at run time breaks on hosts
+    (and did: emptcp-mptcp's subflow promotion imported emptcp.rig.stats)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    offenders = []
+    for base in ("plugins", os.path.join("examples", "plugins")):
+        for dirpath, dirs, files in os.walk(os.path.join(repo, base)):
+            dirs[:] = [d for d in dirs if d not in ("build", "tests", "__pycache__")
+                       and not d.endswith(".egg-info")]
+            for f in files:
+                if f.endswith(".py"):
+                    path = os.path.join(dirpath, f)
+                    with open(path) as fh:
+                        tree = ast.parse(fh.read())
+                    for node in ast.walk(tree):
+                        names = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                            else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                        offenders += [f"{os.path.relpath(path, repo)}:{node.lineno} {n}"
+                                      for n in names if n == "emptcp.rig" or
+                                      n.startswith("emptcp.rig.")]
+    assert not offenders, offenders

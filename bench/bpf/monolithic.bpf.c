@@ -169,12 +169,12 @@ static __always_inline void rules(void *data, void *data_end, __u64 len)
 
 #define CHAIN(k) \
 SEC("xdp") int mono_chain##k##_xdp(struct xdp_md *ctx) { chain(XDP_ARGS, k); return XDP_PASS; } \
-SEC("tc") int mono_chain##k##_tc(struct __sk_buff *ctx) { chain(TC_ARGS, k); return TC_ACT_OK; }
+SEC("tc") int mono_chain##k##_tc(struct __sk_buff *ctx) { chain(TC_ARGS, k); return TC_ACT_UNSPEC; }
 CHAIN(1) CHAIN(2) CHAIN(4) CHAIN(8)
 
 SEC("xdp") int mono_conn_xdp(struct xdp_md *ctx) { conn(XDP_ARGS); return XDP_PASS; }
-SEC("tc") int mono_conn_tc(struct __sk_buff *ctx) { conn(TC_ARGS); return TC_ACT_OK; }
+SEC("tc") int mono_conn_tc(struct __sk_buff *ctx) { conn(TC_ARGS); return TC_ACT_UNSPEC; }
 SEC("xdp") int mono_rules_xdp(struct xdp_md *ctx) { rules(XDP_ARGS); return XDP_PASS; }
-SEC("tc") int mono_rules_tc(struct __sk_buff *ctx) { rules(TC_ARGS); return TC_ACT_OK; }
+SEC("tc") int mono_rules_tc(struct __sk_buff *ctx) { rules(TC_ARGS); return TC_ACT_UNSPEC; }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -91,3 +91,35 @@ def test_top_bad_input(host: Host) -> None:
     for args in (("top", "--interval", "0", "--once"), ("top", "--json")):
         p = host.cli(*args)
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_top_live_view_refreshes_and_q_quits(host: Host, tmp_path) -> None:
+    """The live view on a terminal (a pty): it redraws, fits 80 columns, and q ends it."""
+    import os
+    import pty
+    import re
+    import subprocess
+    cfg = tmp_path / "policy.toml"
+    cfg.write_text(POLICY)
+    host.apply(str(cfg))
+    master, slave = pty.openpty()
+    env = dict(os.environ, COLUMNS="80", LINES="24")
+    proc = subprocess.Popen(host.argv("top", "--interval", "0.3"), stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE, env=env, close_fds=True)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        while out.count(b"\x1b[2J") < 2 and time.monotonic() < deadline:  # two redraws
+            out += os.read(master, 65536)
+        os.write(master, b"q")
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
+    screen = out.decode(errors="replace").split("\x1b[H\x1b[2J")[-1]
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln) for ln in screen.splitlines()]
+    assert any("everything" in ln for ln in lines), lines
+    assert max(len(ln.rstrip("\r")) for ln in lines) <= 80, lines

@@ -28,7 +28,8 @@ from emptcp import netns
 from emptcp.bpf.links import attach_tcx, tcx_query
 from emptcp.bpf.objects import ObjectSpec
 
-from ..conftest import require, sh
+from ..cli.conftest import sh
+from ..conftest import require
 
 pytestmark = pytest.mark.slow
 

@@ -44,8 +44,8 @@ class PathSpec:
     runs ``ethtool -K dev tx off rx off`` on both ends, so the kernel validates TCP
     checksums. It is the default for a second reason: with veth offloads on, this kernel
     (6.18) now and then hands an MPTCP receiver wrong bytes, with no BPF program attached
-    — seen in 1 of 25 and in 1 of 100 two-path 1 MiB transfers, and in none of 200 nor
-    of 100 with offloads off; tests/rig/test_kernel_baseline.py measures it
+    — seen in 1 of 25 two-path 1 MiB transfers in one session, in 1 of 200 in another,
+    and in none of 400 with offloads off; tests/rig/test_kernel_baseline.py measures it
     (``pytest --kernel-baseline``);
     ``backup`` makes the client's subflow endpoint on this path a backup endpoint;
     ``endpoint=False`` adds no MPTCP endpoint on this path; ``delay_ms`` puts a "middle"

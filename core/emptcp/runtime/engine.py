@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import builtin_object
-from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAPS, MAX_GEN, MAX_HOOKS,
+from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS,
                    SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..errors import EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
@@ -114,8 +114,7 @@ class Engine:
     def _writer(self, stack: contextlib.ExitStack) -> GenerationWriter:
         """The generation writer over the pinned shared maps (closed with ``stack``)."""
         return GenerationWriter({name: stack.enter_context(Map.from_pin(self.pins.map(name)))
-                                 for name in SHARED_MAPS
-                                 if MAPS[name][0] != "ringbuf"})
+                                 for name in SHARED_MAPS})
 
     def _shared(self, name: str, **codec: Any) -> Map:
         return Map.from_pin(self.pins.map(name), **codec)
@@ -188,6 +187,10 @@ class Engine:
             created.append(self.pins.gen(gen))
             self._progress("attach")
             self._attach(resolved, entry, attached, old, moved)
+            # counters of new or changed policy positions start at zero *before* the flip:
+            # zeroed after it, the first packets of the new policy (a backup flag's
+            # MP_PRIO, say) would be lost; nothing else may fail between here and the flip
+            self._reset_stats(writer, old, resolved, hook_ids)
             self._progress("flip")
             writer.flip(gen)
         except BaseException:
@@ -200,7 +203,6 @@ class Engine:
                 o.close()
         with stack:
             self._progress("cleanup")
-            self._reset_stats(writer, old, resolved, hook_ids)
             self._cleanup_stale(doc, writer)
         return ApplyResult(True, gen, summary)
 
@@ -291,14 +293,9 @@ class Engine:
 
     def _load_stage_object(self, writer: GenerationWriter, path: str,
                            wanted: set[str]) -> Object:
-        """Load only the ``wanted`` programs of a stage object, its shared maps reused --
-        the pinned ``emptcp_events`` ring buffer too (the writer does not hold it): without
-        it a stage that emits events writes into a ring buffer of its own that nobody reads."""
-        maps = dict(writer.maps)
-        with contextlib.ExitStack() as stack:
-            if os.path.exists(self.pins.map("emptcp_events")):
-                maps["emptcp_events"] = stack.enter_context(self._shared("emptcp_events"))
-            obj, _ = open_object(ObjectDescription(path), maps=maps, autoload=wanted)
+        """Load only the ``wanted`` programs of a stage object, every shared map reused
+        (the events ring too: a stage given a private ring would emit into nothing)."""
+        obj, _ = open_object(ObjectDescription(path), maps=writer.maps, autoload=wanted)
         return obj
 
     def _assign_hook_ids(self, writer: GenerationWriter, resolved: Resolved,

@@ -9,7 +9,8 @@ Actions (XDP, tc-ingress, tc-egress):
   SYN-ACK so the connection falls back to TCP.
 - ``add_subflow`` (local_addr: ip, remote_port: port = 0): report each new
   MPTCP connection once; :func:`emptcp_handle_event` asks the kernel's
-  userspace path manager to open a subflow from ``local_addr``.
+  userspace path manager to open a subflow from ``local_addr`` -- as backup,
+  promoted once established (see :func:`emptcp_mptcp.pm.open_subflow`).
 - ``record`` (subtype: int = -1): emit an event with the MPTCP option of that
   subtype (-1: any) of every packet that carries one.
 """

@@ -74,12 +74,41 @@ def ifindex_of(addr: str) -> int | None:
     return None
 
 
-def open_subflow(event, ns: str | None = None, patience: float = 2.0) -> str:
+#: How long a new subflow stays backup after it is established (see :func:`open_subflow`).
+JOIN_SETTLE_S = 0.25
+
+
+def find_join(req: SubflowRequest, token: int, ns: str | None = None):
+    """The established MP_JOIN subflow ``req.local_addr -> remote`` of connection ``token``
+    (ss flags ``j`` and ``e``; the subflow's ss token names the connection's local token)."""
+    from emptcp.mptcp.stats import ss
+    for e in ss(ns):
+        if (e.is_subflow and e.state == "ESTAB" and "j" in e.sf_flags and "e" in e.sf_flags
+                and e.local == req.local_addr and e.remote == req.remote_addr
+                and e.rport == req.remote_port and f"/{token:x}(" in (e.token or "")):
+            return e
+    return None
+
+
+def open_subflow(event, ns: str | None = None, patience: float = 2.0,
+                 settle: float = JOIN_SETTLE_S) -> str:
     """Ask the userspace path manager for the subflow the event names.
 
     The event fires on one of the connection's first packets, when the kernel may
     not list the connection yet or may refuse a subflow until the connection is
     fully established (ENOTCONN); both are retried for up to ``patience`` seconds.
+
+    The subflow is opened as *backup* (this host's scheduler sends no data on it),
+    and made a regular subflow (SET_FLAGS: MP_PRIO to the peer) ``settle`` seconds
+    after it is established.  Linux (seen on 6.18, reproduced without emptcp by
+    tests/kernel/mptcp_join_race.py) attaches an MP_JOIN that arrives while the
+    accepting MPTCP socket is owned by its application (a recvmsg in progress) only
+    at the socket's next lock release, and then overwrites the subflow's current DSS
+    mapping with the connection's ack_seq: data that reached the subflow in between
+    is mapped wrongly and the next segment makes the peer reset the subflow
+    (MPTcpExtDSSNotMatching, MP_RST) -- about 1 join in 20-40 during a bulk upload.
+    The peer's lock release cannot be observed from here; ``settle`` is a margin
+    over the few milliseconds it took there.
     """
     import errno
     import time
@@ -95,12 +124,29 @@ def open_subflow(event, ns: str | None = None, patience: float = 2.0) -> str:
             try:
                 with MptcpPM(ns) as pm:
                     pm.subflow_create(token, req.local_addr, req.remote_addr, req.remote_port,
-                                      ifindex=ifindex_of(req.local_addr))
-                return (f"add_subflow: subflow {req.local_addr} -> {req.remote_addr}:"
-                        f"{req.remote_port} requested for {conn} (token {token:08x})")
+                                      ifindex=ifindex_of(req.local_addr), backup=True)
             except OSError as e:
                 if e.errno not in (errno.ENOTCONN, errno.EINVAL) or time.monotonic() > deadline:
                     raise
+                time.sleep(0.02)
+                continue
+            what = (f"add_subflow: subflow {req.local_addr} -> {req.remote_addr}:"
+                    f"{req.remote_port} for {conn} (token {token:08x})")
+            deadline = time.monotonic() + patience
+            join = find_join(req, token, ns)
+            while join is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                join = find_join(req, token, ns)
+            if join is None:
+                return f"{what}: requested, not established within {patience:.1f} s (left backup)"
+            time.sleep(settle)
+            try:
+                with MptcpPM(ns) as pm:
+                    pm.set_backup(token, req.local_addr, join.lport, req.remote_addr,
+                                  req.remote_port, backup=False)
+            except OSError as e:     # e.g. the connection closed meanwhile
+                return f"{what}: established; promotion refused: {e}"
+            return f"{what}: established, in use after {settle:.2f} s as backup"
         elif time.monotonic() > deadline:
             return f"add_subflow: no MPTCP connection {conn} found (ss -M)"
         time.sleep(0.02)
