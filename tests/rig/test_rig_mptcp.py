@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from emptcp.mptcp.events import MptcpEventMonitor
 from emptcp.rig import Rig, PathSpec, MptcpPM, nstat_delta
 
 
@@ -94,14 +95,13 @@ def test_userspace_pm_subflow_create():
     with Rig(2, client_pm=1) as rig:
         assert rig.client.sysctl("net.mptcp.pm_type") == "1"
         assert rig.server.sysctl("net.mptcp.pm_type") == "0"  # per-netns
-        with MptcpPM(rig.client.ns) as pm:
-            pm.subscribe()
+        with MptcpPM(rig.client.ns) as pm, MptcpEventMonitor(rig.client.ns) as mon:
             s0 = rig.server.nstat()
             srv = rig.start_server()
             cli = rig.start_client(srv.port, forever=True)
-            ev = next(e for e in pm.events(timeout=3) if e["event"] == "ESTABLISHED")
+            ev = next(e for e in mon.events(timeout=3) if e.type == "established")
             msk = [e for e in rig.client.ss() if e.netid == "mptcp" and e.rport == srv.port]
-            assert int(msk[0].token, 16) == ev["token"]
+            assert int(msk[0].token, 16) == ev.token
             # userspace PM: nothing automatic, even after the connection moved 1 MiB
             b0 = rig.paths[0].bytes()
             assert _wait(lambda: rig.paths[0].bytes()["client_tx"] - b0["client_tx"] > 1 << 20,
@@ -109,10 +109,10 @@ def test_userspace_pm_subflow_create():
             assert len(rig.client.subflows(srv.port)) == 1
             p1 = rig.paths[1]
             b0 = p1.bytes()
-            pm.subflow_create(ev["token"], p1.client_addr, rig.paths[0].server_addr, srv.port,
+            pm.subflow_create(ev.token, p1.client_addr, rig.paths[0].server_addr, srv.port,
                               local_id=2, ifindex=p1.client_ifindex)
-            sub = next(e for e in pm.events(timeout=3) if e["event"] == "SUB_ESTABLISHED")
-            assert sub["saddr4"] == p1.client_addr and sub["token"] == ev["token"]
+            sub = next(e for e in mon.events(timeout=3) if e.type == "sub_established")
+            assert sub.saddr == p1.client_addr and sub.token == ev.token
             sfs = _wait(lambda: len(rig.client.subflows(srv.port)) == 2 and rig.client.subflows(srv.port))
             assert sfs, rig.client.out("ss -tinM")
             # until the new subflow carried 1 MiB (slower with checksums in software)

@@ -57,6 +57,15 @@ size_t bpf_program__insn_cnt(const struct bpf_program *prog);
 int bpf_program__pin(struct bpf_program *prog, const char *path);
 int bpf_program__unpin(struct bpf_program *prog, const char *path);
 struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifindex);
+int bpf_program__set_attach_target(struct bpf_program *prog, int attach_prog_fd, const char *attach_func_name);
+
+/* ---- tracing attachments (libbpf creates the perf event / raw tp / link) ---- */
+struct bpf_kprobe_opts { size_t sz; __u64 bpf_cookie; size_t offset; _Bool retprobe; ...; };
+struct bpf_link *bpf_program__attach_kprobe_opts(const struct bpf_program *prog, const char *func_name, const struct bpf_kprobe_opts *opts);
+struct bpf_link *bpf_program__attach_tracepoint(const struct bpf_program *prog, const char *tp_category, const char *tp_name);
+struct bpf_link *bpf_program__attach_raw_tracepoint(const struct bpf_program *prog, const char *tp_name);
+struct bpf_link *bpf_program__attach_trace(const struct bpf_program *prog);
+struct bpf_link *bpf_program__attach(const struct bpf_program *prog);
 
 /* ---- map (object level) ---- */
 const char *bpf_map__name(const struct bpf_map *map);

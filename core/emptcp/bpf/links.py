@@ -4,21 +4,33 @@ BPF links (preferred: pinnable, detached by unpinning/closing, nothing left behi
 ``attach_xdp`` and ``attach_tcx`` return a :class:`Link`. Netlink-style
 attachments that persist until detached: ``xdp_attach``/``xdp_detach`` and TC
 clsact filters (:mod:`emptcp.bpf.tc`).
+
+Tracing attachments (what eMPTCP used to catch events) go through libbpf's own
+attach functions and also return a pinnable :class:`Link`: ``attach_kprobe``
+(kprobe/kretprobe), ``attach_tracepoint``, ``attach_raw_tracepoint``,
+``attach_trace`` (fentry/fexit/fmod_ret/tp_btf, target from the section or
+``ProgramSpec.set_attach_target``) and ``attach`` (whatever the ELF section says).
+They need a program of a loaded :class:`emptcp.Object` (libbpf's
+``struct bpf_program``), not a bare fd.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import NotFoundError, error_from_errno
+from ..errors import BpfError, NotFoundError, error_from_errno
 from .fdobject import FdObject
 from .info import LinkInfo, fd_by_id, link_info
-from .libbpf import check, ffi, lib
+from .libbpf import capture_log, check, ffi, lib
 from .programs import Program
 
 __all__ = ["Link", "XdpMode", "attach_xdp", "attach_tcx", "tcx_query", "TcxEntry",
-           "TCX_POSITIONS", "xdp_attach", "xdp_detach", "xdp_query", "ifindex"]
+           "TCX_POSITIONS", "xdp_attach", "xdp_detach", "xdp_query", "ifindex",
+           "attach_kprobe", "attach_tracepoint", "attach_raw_tracepoint", "attach_trace",
+           "attach", "TRACEFS"]
 
 BPF_XDP = 37
 BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47
@@ -66,6 +78,24 @@ def ifindex(iface: str | int) -> int:
 class Link(FdObject):
     """A BPF link fd. Closing it detaches the program unless the link is pinned."""
     _kind = "link"
+    #: libbpf's ``struct bpf_link *`` for links made by libbpf's attach functions: it
+    #: also owns the perf event fd of kprobe/tracepoint links, freed on close
+    _libbpf_link: Any = None
+
+    @classmethod
+    def _from_libbpf(cls, ptr: Any) -> "Link":
+        fd = lib.bpf_link__fd(ptr)
+        link = cls(fd)
+        link._libbpf_link = ptr
+        return link
+
+    def close(self) -> None:
+        ptr, self._libbpf_link = self._libbpf_link, None
+        if ptr is not None and ptr != ffi.NULL:
+            lib.bpf_link__destroy(ptr)  # closes the link fd (and a perf event fd)
+            self._fd = -1
+            return
+        super().close()
 
     @classmethod
     def from_pin(cls, path: str) -> "Link":
@@ -207,3 +237,83 @@ def xdp_query(iface: str | int, mode: str | int | None = None) -> int:
     check("bpf_xdp_query_id", lib.bpf_xdp_query_id(ifindex(iface), XdpMode.parse(mode), out),
           str(iface))
     return out[0]
+
+
+# ---- tracing attachments through libbpf ------------------------------------------
+#: where libbpf looks for tracepoint ids (``events/<category>/<name>/id``)
+TRACEFS = "/sys/kernel/tracing"
+_TRACE = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN")
+
+
+def _bpf_program(prog: Program) -> Any:
+    ptr = getattr(prog, "_libbpf_prog", None)
+    if ptr is None or ptr == ffi.NULL:
+        raise ValueError(f"program '{prog.name}' is not part of a loaded emptcp.Object "
+                         "(libbpf's attach functions need its struct bpf_program; a program "
+                         "opened from a pin or an id cannot be attached this way)")
+    return ptr
+
+
+def _libbpf_attach(op: str, prog: Program, what: str, call: Any) -> Link:
+    with capture_log() as lines:
+        ptr = call(_bpf_program(prog))
+    if ptr == ffi.NULL:
+        err = ffi.errno or 22
+        said = "; ".join(line for line in lines[-3:] if line)
+        raise error_from_errno(op, err, f"{what} of program '{prog.name}'"
+                               + (f": {said}" if said else ""), privilege=_TRACE)
+    return Link._from_libbpf(ptr)
+
+
+def attach_kprobe(prog: Program, func: str, *, retprobe: bool = False, offset: int = 0,
+                  cookie: int = 0) -> Link:
+    """Attach a kprobe (``retprobe=True``: kretprobe) program to kernel function ``func``
+    (``bpf_program__attach_kprobe_opts``; a BPF perf-event link on kernels >= 5.15)."""
+    opts = ffi.new("struct bpf_kprobe_opts *")
+    opts.sz = ffi.sizeof("struct bpf_kprobe_opts")
+    opts.retprobe = retprobe
+    opts.offset = offset
+    opts.bpf_cookie = cookie
+    kind = "kretprobe" if retprobe else "kprobe"
+    return _libbpf_attach("bpf_program__attach_kprobe_opts", prog, f"{kind} on {func}+{offset}",
+                          lambda p: lib.bpf_program__attach_kprobe_opts(p, func.encode(), opts))
+
+
+def attach_tracepoint(prog: Program, category: str, name: str) -> Link:
+    """Attach a tracepoint program to ``category:name`` (e.g. ``"mptcp",
+    "mptcp_subflow_get_send"``). libbpf reads the tracepoint's id from tracefs
+    (:data:`TRACEFS`, or debugfs' tracing dir): mount it first if it is not."""
+    where = f"tracepoint {category}:{name}"
+    if not os.path.isdir(os.path.join(TRACEFS, "events")) and \
+            not os.path.isdir("/sys/kernel/debug/tracing/events"):
+        raise BpfError("bpf_program__attach_tracepoint", 2,
+                       f"{where} of program '{prog.name}': tracefs is not mounted at {TRACEFS} "
+                       f"(mount -t tracefs nodev {TRACEFS})")
+    if not os.path.isdir(os.path.join(TRACEFS, "events", category, name)) and \
+            not os.path.isdir(f"/sys/kernel/debug/tracing/events/{category}/{name}"):
+        raise NotFoundError("bpf_program__attach_tracepoint", 2,
+                            f"{where}: no such tracepoint in {TRACEFS}/events (kernel built "
+                            "without it, or its module is not loaded)")
+    return _libbpf_attach("bpf_program__attach_tracepoint", prog, where,
+                          lambda p: lib.bpf_program__attach_tracepoint(p, category.encode(),
+                                                                       name.encode()))
+
+
+def attach_raw_tracepoint(prog: Program, name: str) -> Link:
+    """Attach a raw tracepoint program (``SEC("raw_tp/...")``) to tracepoint ``name``."""
+    return _libbpf_attach("bpf_program__attach_raw_tracepoint", prog, f"raw tracepoint {name}",
+                          lambda p: lib.bpf_program__attach_raw_tracepoint(p, name.encode()))
+
+
+def attach_trace(prog: Program) -> Link:
+    """Attach a BTF tracing program (fentry, fexit, fmod_ret, tp_btf) to the target it was
+    loaded for (its section name, or :meth:`ProgramSpec.set_attach_target`)."""
+    return _libbpf_attach("bpf_program__attach_trace", prog, "tracing attach",
+                          lambda p: lib.bpf_program__attach_trace(p))
+
+
+def attach(prog: Program) -> Link:
+    """Attach as the program's ELF section says (``SEC("kprobe/f")``,
+    ``SEC("tracepoint/cat/name")``, ``SEC("fentry/f")``…: ``bpf_program__attach``)."""
+    return _libbpf_attach("bpf_program__attach", prog, "section-derived attach",
+                          lambda p: lib.bpf_program__attach(p))

@@ -178,6 +178,13 @@ class ProgramSpec:
     def insn_count(self) -> int:
         return lib.bpf_program__insn_cnt(self._ptr)
 
+    def set_attach_target(self, func: str, target_prog_fd: int = 0) -> None:
+        """Before load: the kernel function (fentry/fexit/fmod_ret, tp_btf) or, with
+        ``target_prog_fd``, the BPF program function (freplace) this program attaches to."""
+        check("bpf_program__set_attach_target",
+              lib.bpf_program__set_attach_target(self._ptr, target_prog_fd, func.encode()),
+              f"program '{self.name}' -> '{func}'")
+
     def __repr__(self) -> str:
         return f"<ProgramSpec {self.name!r} section={self.section!r} type={self.type}>"
 
@@ -276,6 +283,7 @@ class Object(Closable):
             fd = lib.bpf_program__fd(pspec._ptr)
             if fd >= 0:
                 self.programs[name] = Program(fd, name=name, owned=False)
+                self.programs[name]._libbpf_prog = pspec._ptr  # for libbpf's attach_* calls
         self.maps: dict[str, Map] = {}
         for name, mspec in spec.maps.items():
             fd = lib.bpf_map__fd(mspec._ptr)
@@ -296,6 +304,7 @@ class Object(Closable):
                 m._fd = -1
             for p in self.programs.values():
                 p._fd = -1
+                p._libbpf_prog = None
             lib.bpf_object__close(self._ptr)
             self._ptr = None
 

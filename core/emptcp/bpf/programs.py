@@ -53,6 +53,9 @@ class TestRunResult:
 class Program(FdObject):
     """A loaded program's fd. Owns (and closes) the fd unless ``owned=False``."""
     _kind = "program"
+    #: libbpf's ``struct bpf_program *`` when the program belongs to a loaded
+    #: :class:`emptcp.Object` (needed by the kprobe/tracepoint/fentry attach calls)
+    _libbpf_prog = None
 
     def __init__(self, fd: int, *, name: str | None = None, owned: bool = True) -> None:
         super().__init__(fd, owned)

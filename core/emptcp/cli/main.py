@@ -85,8 +85,14 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="remove every attachment and pin")
     _pin_root(p)
 
-    p = sub.add_parser("events", help="stream events from the data path (ring buffer)")
+    p = sub.add_parser("events", help="stream events from the data path (ring buffer), or "
+                       "with --mptcp the kernel's MPTCP path-manager events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--mptcp", action="store_true",
+                   help="stream the MPTCP path manager's events (genl mptcp_pm, group "
+                        "mptcp_pm_events: created, established, sub_established, "
+                        "sub_closed, closed...) of this network namespace instead of the "
+                        "data path's; needs nothing applied")
     p.add_argument("--count", type=int, default=0, help="stop after N events")
     p.add_argument("--timeout", type=float, default=0, help="stop after S seconds")
     _pin_root(p)
@@ -159,7 +165,9 @@ def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ..runtime.engine import Engine   # reading needs no configuration layer
+    from ..mptcp.status import format_text, policy_connections
     st = Engine(args.pin_root).status()
+    st["mptcp"] = policy_connections(st)   # read from the kernel, this namespace
     if args.json:
         print(json.dumps(st, indent=2))
         return EXIT_OK
@@ -202,6 +210,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     missed = f"  missed {sc['missed_tail_calls']}" if sc["missed_tail_calls"] else ""
                     print(f"    {kind[:-1]:8} {op}{s['use']:<18} {params:<40} "
                           f"{sc['packets']:>10} pkts {sc['bytes']:>12} bytes{missed}")
+    for line in format_text(st["mptcp"]):
+        print(line)
     return EXIT_OK
 
 
@@ -215,10 +225,19 @@ def cmd_detach(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _mptcp_monitor() -> Any:
+    """A subscriber to the path manager's events in this process's network namespace."""
+    from ..mptcp.events import MptcpEventMonitor
+    return MptcpEventMonitor()
+
+
 def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[], bool],
-                poll_ms: int = 200) -> None:
+                poll_ms: int = 200, mptcp: Any = None,
+                handle_mptcp: Callable[[Any], None] | None = None) -> None:
     """Decode ring-buffer records, name their hook after the applied configuration,
-    and hand them to ``handle`` until ``stop()`` (checked after every event too)."""
+    and hand them to ``handle`` until ``stop()`` (checked after every event too).
+    With ``mptcp`` (an :class:`emptcp.mptcp.events.MptcpEventMonitor`), its events go
+    to ``handle_mptcp`` in the same loop, in the order they arrive."""
     from ..bpf.buffers import RingBuffer
     from ..runtime.engine import Engine
     from ..runtime.events import decode as decode_event
@@ -241,8 +260,33 @@ def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[],
         return 0
     path = engine.pins.map("emptcp_events")
     with Map.from_pin(path) as ring, RingBuffer(ring, on_record) as rb:
+        if mptcp is None:
+            while not stop():
+                rb.poll(poll_ms)
+            return
+        import select
         while not stop():
-            rb.poll(poll_ms)
+            ready, _, _ = select.select([rb, mptcp], [], [], poll_ms / 1000)
+            if rb in ready:
+                rb.consume()
+            if mptcp in ready:
+                for ev in mptcp.read(0):
+                    if stop():
+                        break
+                    handle_mptcp(ev)
+
+
+def _mptcp_event_loop(handle: Callable[[Any], None], stop: Callable[[], bool],
+                      poll_ms: int = 200) -> None:
+    """Hand the path manager's events of this namespace to ``handle`` until ``stop()``."""
+    with _mptcp_monitor() as mon:
+        print("emptcp events: listening for MPTCP path-manager events (mptcp_pm_events) "
+              "in this network namespace", file=sys.stderr, flush=True)
+        while not stop():
+            for ev in mon.read(poll_ms / 1000):
+                if stop():
+                    return
+                handle(ev)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -253,12 +297,19 @@ def cmd_events(args: argparse.Namespace) -> int:
         nonlocal seen
         seen += 1
         d = ev.as_dict() if hasattr(ev, "as_dict") else dict(ev)
-        print(json.dumps(d) if args.json else " ".join(f"{k}={v}" for k, v in d.items()),
-              flush=True)
+        if args.json:
+            print(json.dumps(d), flush=True)
+        elif d.get("source") == "mptcp_pm":  # path-manager event: its own one-line form
+            print(f"{time.strftime('%H:%M:%S', time.localtime(ev.time))} {ev}", flush=True)
+        else:
+            print(" ".join(f"{k}={v}" for k, v in d.items()), flush=True)
 
     def stop() -> bool:
         return bool((args.count and seen >= args.count)
                     or (deadline and time.monotonic() > deadline))
+    if getattr(args, "mptcp", False):
+        _mptcp_event_loop(show, stop)
+        return EXIT_OK
     _event_loop(args.pin_root, show, stop)
     return EXIT_OK
 
@@ -272,9 +323,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_listen(args.metrics)  # a bad address is bad input: refuse before applying
     run_stats = RunStats()
     applied = file_digest(args.file)
-    with run_stats.apply() as out:
-        result = apply(args.file, args.pin_root, plugins=plugins)
-        out["changed"] = result.changed
+    log = logging.getLogger("emptcp.run")
+    mptcp = None
+    if plugins.wants("emptcp_handle_mptcp_event"):
+        # subscribed before the apply: no event of a connection opened right after is lost
+        try:
+            mptcp = _mptcp_monitor()
+        except OSError as e:
+            log.warning("MPTCP path-manager events unavailable, emptcp_handle_mptcp_event "
+                        "will not be called: %s", e)
+    try:
+        with run_stats.apply() as out:
+            result = apply(args.file, args.pin_root, plugins=plugins)
+            out["changed"] = result.changed
+    except BaseException:
+        if mptcp is not None:
+            mptcp.close()
+        raise
     server = operations.start_metrics(args.metrics, args.pin_root, run_stats) \
         if args.metrics else None
     # --watch: re-apply on every change of the file; SIGHUP: re-apply now (always)
@@ -294,19 +359,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"applied generation {result.generation}" if result.changed else result.summary[0],
           flush=True)
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    log = logging.getLogger("emptcp.run")
 
     def handle(ev: Any) -> None:
         # each plugin's handler runs even if another one raises; failures are logged
         plugins.handle_event(ev, on_error=lambda err: log.error("%s", err))
+
+    def handle_mptcp(ev: Any) -> None:
+        for name, r in plugins.handle_mptcp_event(ev, on_error=lambda err: log.error("%s", err)):
+            log.info("plugin %s: %s", name, r)
     try:
         _event_loop(args.pin_root, handle,
-                    lambda: stopping or bool(deadline and time.monotonic() > deadline))
+                    lambda: stopping or bool(deadline and time.monotonic() > deadline),
+                    mptcp=mptcp, handle_mptcp=handle_mptcp)
     finally:
         watcher.stop()      # no reload may run after (or during) the detach below
         watcher.join()
         if server is not None:
             server.shutdown()
+        if mptcp is not None:
+            mptcp.close()
         if args.on_exit == "detach":
             detach(pin_root=args.pin_root, all=True)
             print("detached", flush=True)

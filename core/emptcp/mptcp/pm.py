@@ -59,15 +59,7 @@ ATTR_ADDR, ATTR_RCV_ADD_ADDRS, ATTR_SUBFLOWS, ATTR_TOKEN, ATTR_LOC_ID, ATTR_ADDR
 ADDR_FAMILY, ADDR_ID, ADDR_ADDR4, ADDR_ADDR6, ADDR_PORT, ADDR_FLAGS, ADDR_IF_IDX = 1, 2, 3, 4, 5, 6, 7
 FLAG_SIGNAL, FLAG_SUBFLOW, FLAG_BACKUP, FLAG_FULLMESH, FLAG_IMPLICIT = 1, 2, 4, 8, 16
 
-# events (enum mptcp_event_type) and their attributes (enum mptcp_event_attr)
-EVENTS = {1: "CREATED", 2: "ESTABLISHED", 3: "CLOSED", 6: "ANNOUNCED", 7: "REMOVED",
-          10: "SUB_ESTABLISHED", 11: "SUB_CLOSED", 13: "SUB_PRIORITY",
-          15: "LISTENER_CREATED", 16: "LISTENER_CLOSED"}
-EV_ATTRS = {1: ("token", "u32"), 2: ("family", "u16"), 3: ("loc_id", "u8"), 4: ("rem_id", "u8"),
-            5: ("saddr4", "ip4"), 6: ("saddr6", "ip6"), 7: ("daddr4", "ip4"), 8: ("daddr6", "ip6"),
-            9: ("sport", "be16"), 10: ("dport", "be16"), 11: ("backup", "u8"), 12: ("error", "u8"),
-            13: ("flags", "u16"), 14: ("timeout", "u32"), 15: ("ifindex", "u32"),
-            16: ("reset_reason", "u32"), 17: ("reset_flags", "u32"), 18: ("server_side", "u8")}
+# events of the group MPTCP_PM_EV_GRP_NAME: emptcp.mptcp.events.MptcpEventMonitor
 
 
 class NetlinkError(OSError):
@@ -260,46 +252,3 @@ class MptcpPM:
         if subflows is not None:
             attrs += _nla(ATTR_SUBFLOWS, struct.pack("=I", subflows))
         return self._req("SET_LIMITS", attrs)
-
-    # ---- events -----------------------------------------------------------------------
-    def subscribe(self) -> None:
-        """Join the ``mptcp_pm_events`` multicast group; then call :meth:`events`."""
-        self.g.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, self.groups[MPTCP_PM_EV_GRP_NAME])
-
-    def events(self, timeout: Optional[float] = None) -> Iterator[dict]:
-        """Yield decoded events (dict with 'event' and attrs) until ``timeout`` of silence."""
-        self.g.sock.settimeout(timeout)
-        while True:
-            if self.g.pending:
-                data = self.g.pending.pop(0)
-            else:
-                try:
-                    data = self.g.sock.recv(65536)
-                except socket.timeout:
-                    return
-            off = 0
-            while off + 16 <= len(data):
-                ln, typ, fl, s, _ = struct.unpack_from("=IHHII", data, off)
-                msg = data[off + 16:off + ln]
-                off += (ln + 3) & ~3
-                if typ != self.family:
-                    continue
-                ev = {"event": EVENTS.get(msg[0], msg[0])}
-                for at, val in _parse_nlas(msg[4:]):
-                    name, kind = EV_ATTRS.get(at, (str(at), "raw"))
-                    if kind == "u8":
-                        v = val[0]
-                    elif kind == "u16":
-                        v = struct.unpack("=H", val[:2])[0]
-                    elif kind == "be16":
-                        v = struct.unpack("!H", val[:2])[0]
-                    elif kind == "u32":
-                        v = struct.unpack("=I", val[:4])[0]
-                    elif kind == "ip4":
-                        v = str(ipaddress.IPv4Address(val[:4]))
-                    elif kind == "ip6":
-                        v = str(ipaddress.IPv6Address(val[:16]))
-                    else:
-                        v = val
-                    ev[name] = v
-                yield ev

@@ -157,3 +157,84 @@ def nstat_delta(before: Dict[str, int], after: Dict[str, int], prefix: str = "")
     """Non-zero differences ``after - before`` (keys starting with ``prefix``)."""
     return {k: after[k] - before.get(k, 0) for k in after
             if k.startswith(prefix) and after[k] != before.get(k, 0)}
+
+
+# ---- MPTCP connections and their subflows (``emptcp status``) ----------------------
+_SF_TOKEN = re.compile(r"^(?P<rem>[0-9a-f]+)\(id:(?P<rid>\d+)\)/(?P<loc>[0-9a-f]+)\(id:(?P<lid>\d+)\)$")
+
+
+@dataclass
+class MptcpSubflow:
+    """One subflow of an MPTCP connection, as ``ss -tinHM`` shows it."""
+    local: str
+    lport: Optional[int]
+    remote: str
+    rport: Optional[int]
+    state: str
+    iface: Optional[str]
+    ifindex: Optional[int]
+    loc_id: Optional[int]
+    rem_id: Optional[int]
+    backup: bool          # this side asked for backup (ss flag 'b')
+    peer_backup: bool     # the peer marked it backup (ss flag 'B'): the scheduler's view
+    flags: str
+    bytes_sent: int
+    bytes_acked: int
+    bytes_received: int
+
+    def as_dict(self) -> Dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MptcpConnection:
+    """An MPTCP socket (``ss -M``) with its subflows; ``token`` is the local token in hex."""
+    token: str
+    local: str
+    lport: Optional[int]
+    remote: str
+    rport: Optional[int]
+    state: str
+    subflows: List[MptcpSubflow] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"token": self.token, "local": self.local, "lport": self.lport,
+                "remote": self.remote, "rport": self.rport, "state": self.state,
+                "subflows": [s.as_dict() for s in self.subflows]}
+
+
+def _addr_ifaces(ns: Optional[str]) -> Dict[str, tuple]:
+    """{local address: (ifname, ifindex)} in ``ns``."""
+    res = {}
+    for link in json.loads(out(ns, ["ip", "-j", "addr", "show"]) or "[]"):
+        for a in link.get("addr_info", []):
+            res[a.get("local")] = (link.get("ifname"), link.get("ifindex"))
+    return res
+
+
+def connections(ns: Optional[str] = None) -> List[MptcpConnection]:
+    """The MPTCP connections in ``ns`` (None: this process's namespace) with their subflows,
+    from ``ss -tinHM``: subflows are matched to their connection by the local token
+    (``tcp-ulp-mptcp ... token:<remote>(id:R)/<local>(id:L)``); a subflow's interface is
+    the one it is bound to, else the one that holds its local address."""
+    entries = ss(ns)
+    ifaces = _addr_ifaces(ns)
+    conns: Dict[str, MptcpConnection] = {}
+    for e in entries:
+        if e.netid == "mptcp" and e.token:
+            conns[e.token] = MptcpConnection(e.token, e.local, e.lport, e.remote, e.rport, e.state)
+    for e in entries:
+        if not e.is_subflow:
+            continue
+        m = _SF_TOKEN.match(e.info.get("token", ""))
+        if not m or m.group("loc") not in conns:
+            continue
+        name, index = ifaces.get(e.local, (None, None))
+        if e.dev:
+            name = e.dev
+            index = next((i for n, i in ifaces.values() if n == e.dev), index)
+        conns[m.group("loc")].subflows.append(MptcpSubflow(
+            e.local, e.lport, e.remote, e.rport, e.state, name, index, int(m.group("lid")),
+            int(m.group("rid")), e.backup, e.peer_backup, e.sf_flags, e.bytes_sent,
+            e.bytes_acked, e.bytes_received))
+    return list(conns.values())

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from ..runtime.events import Event
     from ..chain.stages import StageSpec
+    from ..mptcp.events import MptcpEvent
 
 #: entry-point group and pluggy project name
 PROJECT = "emptcp"
@@ -118,6 +119,50 @@ def emptcp_handle_event(event: "Event") -> Any:
         discards them (log what matters yourself, e.g. with ``logging``;
         ``emptcp -v run FILE`` shows INFO messages) and logs an exception
         as ``plugin 'NAME' ...: emptcp_handle_event raised ...``.
+    """
+
+
+@hookspec_marker
+def emptcp_handle_mptcp_event(event: "MptcpEvent") -> Any:
+    """Handle one event of the kernel's MPTCP path manager.
+
+    Called by ``emptcp run FILE`` for every message of the ``mptcp_pm`` generic
+    netlink family's ``mptcp_pm_events`` multicast group in the network
+    namespace ``emptcp run`` runs in, interleaved with the data-path events of
+    :func:`emptcp_handle_event` in the order they arrive. ``emptcp run`` joins
+    the group only when at least one plugin implements this hook.
+    ``emptcp events --mptcp`` prints the same events (``--json``: one object
+    per line) without calling this hook. Tests call it through
+    :meth:`emptcp.plugins.manager.PluginManager.handle_mptcp_event`.
+
+    ``event`` is an :class:`emptcp.mptcp.events.MptcpEvent`, decoded by the
+    kernel's uapi (include/uapi/linux/mptcp_pm.h):
+
+    - ``event.type``: ``"created"``, ``"established"``, ``"closed"``,
+      ``"announced"``, ``"removed"``, ``"sub_established"``, ``"sub_closed"``,
+      ``"sub_priority"``, ``"listener_created"``, ``"listener_closed"`` (or
+      ``"event N"`` for a type this emptcp does not know; ignore those);
+    - ``event.token``: the connection token (``int``; ``ss -M`` shows it in
+      hex), the key of the userspace path manager's commands
+      (:class:`emptcp.mptcp.pm.MptcpPM`: ``subflow_create``,
+      ``subflow_destroy``, ``announce``, ``remove``, ``set_backup``);
+    - ``event.family`` (4 or 6), ``event.saddr``/``event.sport`` (local end),
+      ``event.daddr``/``event.dport`` (remote end), ``event.loc_id``/
+      ``event.rem_id`` (address ids), ``event.ifindex``, ``event.backup`` (the
+      subflow's backup bit as the *peer* set it: ``ss`` flag ``B``),
+      ``event.error`` (sub_closed: the subflow's socket error),
+      ``event.server_side``; a field the kernel did not send for this type is
+      ``None``.
+
+    The rules of :func:`emptcp_handle_event` apply: every plugin sees every
+    event, the hook runs in the control-plane process and may block briefly
+    (a path-manager request is fine: the kernel queues events meanwhile), and
+    an exception is logged with the plugin's name without stopping the loop.
+
+    :param event: the decoded path-manager event.
+    :return: anything; ``PluginManager.handle_mptcp_event(event)`` returns the
+        non-``None`` results as ``(plugin, result)`` pairs; ``emptcp run``
+        logs them at INFO (``emptcp -v run FILE``).
     """
 
 

@@ -291,14 +291,28 @@ class PluginManager:
         A plugin that raises is reported through ``on_error`` (default: ignored)
         and the others still run.
         """
+        return self._dispatch("emptcp_handle_event", event, on_error)
+
+    def handle_mptcp_event(self, event: Any, on_error: Callable[[PluginError], None] | None = None
+                           ) -> list[tuple[str, Any]]:
+        """Give a path-manager event (:class:`emptcp.mptcp.events.MptcpEvent`) to every
+        plugin's emptcp_handle_mptcp_event; same contract as :meth:`handle_event`."""
+        return self._dispatch("emptcp_handle_mptcp_event", event, on_error)
+
+    def wants(self, hook: str) -> bool:
+        """Whether any registered plugin implements ``hook``."""
+        return bool(self._impls(hook))
+
+    def _dispatch(self, hook: str, event: Any,
+                  on_error: Callable[[PluginError], None] | None) -> list[tuple[str, Any]]:
         results = []
-        for name, fn, argnames in self._impls("emptcp_handle_event"):
+        for name, fn, argnames in self._impls(hook):
             try:
                 r = fn(**{a: event for a in argnames if a == "event"})
             except Exception as e:
                 if on_error:
                     info = self.infos.get(name)
-                    on_error(PluginError(name, f"emptcp_handle_event raised {_oneline(e)}",
+                    on_error(PluginError(name, f"{hook} raised {_oneline(e)}",
                                          info.distribution if info else None))
                 continue
             if r is not None:

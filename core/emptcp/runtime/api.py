@@ -45,7 +45,12 @@ def plan(source: Config | str, pin_root: str = DEFAULT_PIN_ROOT,
 
 
 def status(pin_root: str = DEFAULT_PIN_ROOT) -> dict[str, Any]:
-    return Engine(pin_root).status()
+    """What ``emptcp status --json`` prints: the engine's status plus ``"mptcp"``, the
+    MPTCP connections on hooked interfaces in this process's namespace (from ``ss``)."""
+    from ..mptcp.status import policy_connections
+    st = Engine(pin_root).status()
+    st["mptcp"] = policy_connections(st)
+    return st
 
 
 def detach(interface: str | None = None, pin_root: str = DEFAULT_PIN_ROOT, *,

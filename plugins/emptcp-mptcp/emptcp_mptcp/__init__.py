@@ -90,6 +90,17 @@ def emptcp_handle_event(event):
 
 
 @hookimpl
+def emptcp_handle_mptcp_event(event):
+    """Report the path manager's events (``emptcp -v run`` logs them at INFO): one line
+    with the event, the connection token and the subflow's ends."""
+    if not getattr(event, "type", "").startswith(("created", "established", "closed",
+                                                  "announced", "removed", "sub_",
+                                                  "listener_")):
+        return None
+    return f"mptcp event {event}"
+
+
+@hookimpl
 def emptcp_add_commands(subparsers):
     from .pm import add_commands
     add_commands(subparsers)
