@@ -1,0 +1,106 @@
+"""Result lines between guest and host, and the tables built from them (pure code).
+
+The guest prints one line per event on stdout: ``PREFIX`` + a JSON object with
+``event`` = ``start`` (kernel release), ``result`` (one check) or ``done``.
+Every other line (console, pytest output) is log text.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+PREFIX = "@@emptcp-matrix@@ "
+STATUSES = ("pass", "fail", "skip")
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one kernel. ``reason`` is empty on a pass."""
+    kernel: str
+    check: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    details: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def encode(event: str, **fields: Any) -> str:
+    """One result line (no newline)."""
+    return PREFIX + json.dumps({"event": event, **fields}, sort_keys=True, default=str)
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """The event of a result line, None for any other line.
+
+    A line that carries the prefix but no valid event raises ValueError: the
+    guest and host disagree, which must not pass silently."""
+    at = line.find(PREFIX)
+    if at < 0:
+        return None
+    payload = line[at + len(PREFIX):].strip()
+    try:
+        ev = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed result line ({e}): {payload[:200]!r}") from None
+    if not isinstance(ev, dict) or ev.get("event") not in ("start", "result", "done"):
+        raise ValueError(f"result line without a known event: {payload[:200]!r}")
+    if ev["event"] == "result":
+        missing = [k for k in ("check", "status") if k not in ev]
+        if missing or ev["status"] not in STATUSES:
+            raise ValueError(f"result line lacks {missing or 'a valid status'}: {payload[:200]!r}")
+    return ev
+
+
+def to_result(kernel: str, ev: dict[str, Any]) -> CheckResult:
+    """A ``result`` event as the CheckResult of ``kernel``."""
+    return CheckResult(kernel=kernel, check=ev["check"], status=ev["status"],
+                       reason=str(ev.get("reason", "")), seconds=float(ev.get("seconds", 0.0)),
+                       details=[str(d) for d in ev.get("details", [])])
+
+
+def first_line(text: str, width: int = 110) -> str:
+    """The first non-empty line of ``text``, cut to ``width`` characters."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def missing_results(kernel: str, expected: Iterable[str], got: Iterable[CheckResult],
+                    reason: str, status: str = "fail") -> list[CheckResult]:
+    """A result for every expected check the guest did not report (crash, timeout, no boot)."""
+    seen = {r.check for r in got}
+    return [CheckResult(kernel, c, status, reason) for c in expected if c not in seen]
+
+
+def table(results: list[CheckResult], kernels: list[str], checks: list[str]) -> str:
+    """A check × kernel grid, then one line per result that is not a pass (first line of
+    the reason)."""
+    by = {(r.kernel, r.check): r for r in results}
+    w = max([len("check")] + [len(c) for c in checks])
+    cols = [max(len(k), 6) for k in kernels]
+    out = ["check".ljust(w) + "  " + "  ".join(k.ljust(c) for k, c in zip(kernels, cols))]
+    out.append("-" * len(out[0]))
+    for c in checks:
+        cells = []
+        for k, cw in zip(kernels, cols):
+            r = by.get((k, c))
+            cell = "-" if r is None else (r.status.upper() if r.status != "pass" else "pass")
+            cells.append(cell.ljust(cw))
+        out.append(c.ljust(w) + "  " + "  ".join(cells))
+    bad = [by[(k, c)] for k in kernels for c in checks
+           if (k, c) in by and by[(k, c)].status != "pass"]
+    if bad:
+        out.append("")
+        kw = max(len(r.kernel) for r in bad)
+        for r in bad:
+            out.append(f"{r.kernel.ljust(kw)}  {r.check.ljust(w)}  {r.status.upper()}: "
+                       f"{first_line(r.reason) or '(no reason given)'}")
+    return "\n".join(out)
+
+
+def failed(results: Iterable[CheckResult]) -> bool:
+    """True when any check failed (skips are not failures here; CI turns them into fails)."""
+    return any(r.status == "fail" for r in results)
