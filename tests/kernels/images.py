@@ -2,7 +2,7 @@
 ``apt-get download`` and unpacked with ``dpkg -x`` into a cache (never installed
 into the host's /boot). Idempotent: an unpacked kernel is reused.
 
-Cache layout (``$EMPTCP_KERNEL_CACHE``, default /var/cache/emptcp-kernels)::
+Cache layout (``$EMPTCP_KERNEL_CACHE``, default /var/lib/emptcp-kernels)::
 
     <package>/boot/vmlinuz-<release>
     <package>/lib/modules/<release>/...   (+ modules.dep from depmod)
@@ -10,7 +10,10 @@ Cache layout (``$EMPTCP_KERNEL_CACHE``, default /var/cache/emptcp-kernels)::
 
 virtme-ng finds the modules from the image path: it walks up from the vmlinuz
 to the directory holding ``lib/modules`` and exports ``lib/modules/<release>``
-to the guest, so veth, sch_ingress, cls_bpf... load on demand there.
+to the guest (a symlink /lib/modules/<release> -> that host path, seen through the
+guest's 9p root), so veth, sch_ingress, cls_bpf... load on demand there. The cache
+must therefore be visible in the guest: not under /var/cache, /var/tmp or /var/log,
+which virtme-ng-init covers with empty tmpfs mounts.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-CACHE = os.environ.get("EMPTCP_KERNEL_CACHE", "/var/cache/emptcp-kernels")
+CACHE = os.environ.get("EMPTCP_KERNEL_CACHE", "/var/lib/emptcp-kernels")
+#: host paths virtme-ng-init hides under an empty tmpfs in the guest
+GUEST_HIDDEN = ("/var/cache", "/var/tmp", "/var/log", "/var/lib/private", "/var/lib/apt")
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ def _download(package: str, into: str) -> str:
 
 def fetch(kernel: Kernel) -> str:
     """Make sure ``kernel`` is unpacked in the cache; return its vmlinuz path."""
+    hidden = [h for h in GUEST_HIDDEN if os.path.realpath(CACHE).startswith(h + "/")]
+    if hidden:
+        raise ImageError(f"kernel cache {CACHE} is under {hidden[0]}, which the guest sees as an "
+                         "empty tmpfs (its modules would be missing): set EMPTCP_KERNEL_CACHE")
     marker = os.path.join(kernel.root, ".complete")
     if os.path.exists(marker) and os.path.exists(kernel.vmlinuz):
         return kernel.vmlinuz
