@@ -32,6 +32,10 @@ HOOK_XDP, HOOK_TC_IN, HOOK_TC_EG = 0, 1, 2
 @pytest.fixture(scope="session")
 def objdir(tmp_path_factory):
     require(os.geteuid() == 0, "needs root")
+    prebuilt = os.environ.get("EMPTCP_TEST_BPF_OBJDIR")
+    if prebuilt:  # built by the same make on the host (kernel matrix: clang is slow in TCG)
+        assert os.path.isfile(os.path.join(prebuilt, "entry.o")), f"{prebuilt}: no entry.o"
+        return prebuilt
     out = str(tmp_path_factory.mktemp("bpfobj"))
     proc = subprocess.run(["make", "-s", "-C", os.path.join(BPF, "actions"), f"OUT={out}"],
                           capture_output=True, text=True)

@@ -83,7 +83,7 @@ def run_kernel(k: images.Kernel, names: list[str], args: argparse.Namespace
                 + (f" {first_line(r.reason)}" if r.reason else ""))
     with open(log_path, "w") as log:
         b = vm.run(k.name, vmlinuz, REPO, names, log, timeout=args.timeout, cpus=args.cpus,
-                   memory=args.memory, on_event=progress)
+                   memory=args.memory, objdir=args.objdir, on_event=progress)
     results = list(b.results)
     if b.boot_seconds is None:
         results = unbootable(k.name, names, f"{b.error} — see {log_path}")
@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     results: list[CheckResult] = []
     timings = []
     missing = vm.missing_prereqs(os.path.join(REPO, ".venv", "bin"))
+    try:
+        args.objdir = vm.build_objects(REPO)
+    except RuntimeError as e:
+        say(f"python -m tests.kernels: error: {e}")
+        return 1
     for k in kernels:
         if missing:
             results += unbootable(k.name, names, "missing " + "; ".join(missing))

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from pytest import hookimpl as pytest_hookimpl
+
 from .checks import Check, select
 from .results import encode, first_line
 
@@ -25,11 +27,34 @@ DEMO_TIMEOUT = 180.0   # s; the demo stops itself after 45 s, this is the backst
 
 
 class Recorder:
-    """pytest plugin: the final outcome, first failure message and duration of each test."""
+    """pytest plugin: the final outcome, first failure message and duration of each test;
+    with ``checks`` and ``emit``, a check's result is emitted as soon as its last test ended
+    (a guest killed later still reported what it finished)."""
 
-    def __init__(self) -> None:
+    def __init__(self, checks: list[Check] = (), emit: Callable[..., None] | None = None
+                 ) -> None:
         self.tests: dict[str, dict[str, Any]] = {}
         self.collect_errors: dict[str, str] = {}
+        self.checks, self.emit = list(checks), emit
+        self.last: dict[str, list[Check]] = {}     # nodeid -> checks that end with it
+        self.emitted: set[str] = set()
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        for c in self.checks:
+            mine = [it.nodeid for it in session.items if c.owns(it.nodeid)]
+            if mine:
+                self.last.setdefault(mine[-1], []).append(c)
+
+    @pytest_hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
+        yield                                       # every phase and rerun of this test
+        for c in self.last.get(item.nodeid, []):
+            self.report(c)
+
+    def report(self, c: Check) -> None:
+        if self.emit is not None and c.name not in self.emitted:
+            self.emitted.add(c.name)
+            self.emit("result", check=c.name, **summarize(c, self))
 
     def pytest_collectreport(self, report: Any) -> None:
         if report.failed:
@@ -89,12 +114,13 @@ def summarize(check: Check, rec: Recorder) -> dict[str, Any]:
 def run_pytest(checks: list[Check], emit: Callable[..., None]) -> None:
     """One pytest session for all ``checks``; one result event per check."""
     import pytest
-    rec = Recorder()
+    rec = Recorder(checks, emit)
     nodes = [n for c in checks for n in c.nodes]
-    rc = pytest.main(["-p", "no:cacheprovider", "--tb=short", "-q", *nodes], plugins=[rec])
+    rc = pytest.main(["-p", "no:cacheprovider", "--tb=short", "-q", "--durations=15", *nodes],
+                     plugins=[rec])
     print(f"[guest] pytest exit code {int(rc)}", file=sys.stderr, flush=True)
-    for c in checks:
-        emit("result", check=c.name, **summarize(c, rec))
+    for c in checks:                # checks that collected nothing, or the session's end
+        rec.report(c)
 
 
 def run_demo(check: Check) -> dict[str, Any]:
@@ -137,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
 
     emit("start", release=os.uname().release, checks=[c.name for c in checks])
+    for c in checks:                # demos first: each is time-bounded (its own alarm)
+        if c.kind == "demo":
+            emit("result", check=c.name, **run_demo(c))
     tests = [c for c in checks if c.kind == "pytest"]
     if tests:
         run_pytest(tests, emit)
-    for c in checks:
-        if c.kind == "demo":
-            emit("result", check=c.name, **run_demo(c))
     emit("done")
     return 0
 

@@ -53,27 +53,41 @@ def missing_prereqs(venv_bin: str) -> list[str]:
     return out
 
 
-def guest_script(repo: str, checks: list[str]) -> str:
+def build_objects(repo: str) -> str:
+    """Build tests/datapath's BPF objects on the host (same make, same clang, same headers:
+    the objects do not depend on the running kernel; clang under TCG takes minutes).
+    Returns the directory, which the guest sees read-only."""
+    out = os.path.join(repo, "build", "kernels", "bpf")
+    p = subprocess.run(["make", "-s", "-C", os.path.join(repo, "bpf", "actions"), f"OUT={out}"],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"make -C bpf/actions OUT={out} failed: {p.stderr.strip()[-800:]}")
+    return out
+
+
+def guest_script(repo: str, checks: list[str], objdir: str = "") -> str:
     """The shell command the guest runs: bpffs, then the guest runner with the repo's venv."""
     py = os.path.join(repo, ".venv", "bin", "python")
     args = " ".join(f"--check {shlex.quote(c)}" for c in checks)
+    obj = f"EMPTCP_TEST_BPF_OBJDIR={shlex.quote(objdir)} " if objdir else ""
     return ("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; "
             f"cd {shlex.quote(repo)} && exec env CI=true PYTHONDONTWRITEBYTECODE=1 "
-            f"PYTHONUNBUFFERED=1 {shlex.quote(py)} -m tests.kernels.guest {args}")
+            f"PYTHONUNBUFFERED=1 {obj}{shlex.quote(py)} -m tests.kernels.guest {args}")
 
 
-def vng_command(vmlinuz: str, repo: str, checks: list[str], cpus: int, memory: str) -> list[str]:
+def vng_command(vmlinuz: str, repo: str, checks: list[str], cpus: int, memory: str,
+                objdir: str = "") -> list[str]:
     return ["vng", "--run", vmlinuz, "--disable-kvm", "--memory", memory, "--cpus", str(cpus),
-            "--cwd", repo, "--exec", guest_script(repo, checks)]
+            "--cwd", repo, "--exec", guest_script(repo, checks, objdir)]
 
 
 def run(kernel: str, vmlinuz: str, repo: str, checks: list[str], log: TextIO, *,
-        timeout: float, cpus: int = 2, memory: str = "2G",
+        timeout: float, cpus: int = 2, memory: str = "2G", objdir: str = "",
         on_event: Callable[[str, Boot], None] = lambda what, b: None) -> Boot:
     """Boot ``vmlinuz``, run ``checks`` in it, stream results; at most ``timeout`` seconds."""
     venv_bin = os.path.join(repo, ".venv", "bin")
     env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""))
-    cmd = vng_command(vmlinuz, repo, checks, cpus, memory)
+    cmd = vng_command(vmlinuz, repo, checks, cpus, memory, objdir)
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
     b = Boot(kernel)
