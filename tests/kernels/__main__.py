@@ -81,10 +81,7 @@ def run_kernel(k: images.Kernel, names: list[str], args: argparse.Namespace
             r = b.results[-1]
             say(f"[{k.name}] {r.check}: {r.status.upper()} ({r.seconds:.0f} s)"
                 + (f" {first_line(r.reason)}" if r.reason else ""))
-    open(log_path, "w").close()
-    # append mode: vng (our child, writing its stderr here) and we share the file; O_APPEND
-    # keeps each write at the end instead of at a stale private offset
-    with open(log_path, "a") as log:
+    with open(log_path, "w") as log:
         b = vm.run(k.name, vmlinuz, REPO, names, log, timeout=args.timeout, cpus=args.cpus,
                    memory=args.memory, objdir=args.objdir, on_event=progress)
     results = list(b.results)

@@ -92,9 +92,24 @@ def run(kernel: str, vmlinuz: str, repo: str, checks: list[str], log: TextIO, *,
     log.flush()
     b = Boot(kernel)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                            text=True, errors="replace", env=env, cwd=repo,
-                            start_new_session=True)
+    # stderr through a pipe too, never the log file itself: qemu reopens /proc/self/fd/2
+    # for the guest's stderr port (truncating a file, writing at its own offset)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+                            cwd=repo, start_new_session=True)
+    lock = threading.Lock()
+
+    def write(text: str) -> None:
+        with lock:
+            log.write(text)
+            log.flush()
+
+    def copy_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            write(line)
+    copier = threading.Thread(target=copy_stderr, daemon=True)
+    copier.start()
     expired = threading.Event()
 
     def kill() -> None:
@@ -108,17 +123,15 @@ def run(kernel: str, vmlinuz: str, repo: str, checks: list[str], log: TextIO, *,
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
+            write(line)
             try:
                 ev = parse_line(line)
             except ValueError as e:
-                log.write(f"[harness] {e}\n")
+                write(f"[harness] {e}\n")
                 b.error = str(e)
                 continue
             if ev is None:
-                log.write(line)
                 continue
-            log.write(line)
-            log.flush()
             if ev["event"] == "start":
                 b.release = str(ev.get("release", ""))
                 b.boot_seconds = round(time.monotonic() - t0, 1)
@@ -129,6 +142,7 @@ def run(kernel: str, vmlinuz: str, repo: str, checks: list[str], log: TextIO, *,
             else:
                 b.done = True
         b.exit_code = proc.wait()
+        copier.join(timeout=10)
     finally:
         timer.cancel()
         if proc.poll() is None:
