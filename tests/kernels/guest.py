@@ -171,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
 
     emit("start", release=os.uname().release, checks=[c.name for c in checks])
-    for c in checks:                # demos first: each is time-bounded (its own alarm)
-        if c.kind == "demo":
-            emit("result", check=c.name, **run_demo(c))
     tests = [c for c in checks if c.kind == "pytest"]
     if tests:
         run_pytest(tests, emit)
+    for c in checks:
+        if c.kind == "demo":
+            emit("result", check=c.name, **run_demo(c))
     emit("done")
     return 0
 
