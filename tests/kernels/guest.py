@@ -21,7 +21,7 @@ from typing import Any, Callable
 from pytest import hookimpl as pytest_hookimpl
 
 from .checks import Check, select
-from .results import encode, first_line
+from .results import encode, first_line, headline
 
 #: a scenario's time limit in the guest: `emptcp demo` holds each to 30 s natively; TCG
 #: runs ~10x slower (more on a loaded host), which would make every scenario a timeout
@@ -74,7 +74,7 @@ class Recorder:
         if report.outcome == "rerun":          # pytest-rerunfailures: the next try decides
             t.update(outcome="passed", message="", reruns=t["reruns"] + 1)
         elif report.failed and t["outcome"] != "failed":
-            t.update(outcome="failed", message=f"{report.when}: {_message(report)}")
+            t.update(outcome="failed", message=f"{report.when}: {headline(_message(report))}")
         elif report.skipped and t["outcome"] == "passed":
             t.update(outcome="skipped", message=_message(report))
 

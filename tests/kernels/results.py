@@ -7,6 +7,7 @@ Every other line (console, pytest output) is log text.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -104,3 +105,35 @@ def table(results: list[CheckResult], kernels: list[str], checks: list[str]) -> 
 def failed(results: Iterable[CheckResult]) -> bool:
     """True when any check failed (skips are not failures here; CI turns them into fails)."""
     return any(r.status == "fail" for r in results)
+
+
+_INSN = re.compile(r"^\d+: \(")       # "123: (bf) r1 = r6"
+_NOISE = ("processed ", "verification time", "stack depth", "max_states_per_insn",
+          "mark_precise", "last_idx", "parent ", "regs=", "from ")
+
+
+def complaint(log: str) -> tuple[str, str]:
+    """(the verifier's complaint, the last source line it showed before it) from a
+    verifier log: the last line that is not an instruction, a source line or statistics."""
+    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+    idx, what = len(lines), ""
+    for i in range(len(lines) - 1, -1, -1):
+        ln = lines[i].strip()
+        if ln.startswith(";") or _INSN.match(ln) or ln.startswith(_NOISE) or ln[:1].isdigit():
+            continue
+        idx, what = i, ln
+        break
+    src = next((ln.strip().lstrip("; ").strip() for ln in reversed(lines[:idx])
+                if ln.strip().startswith(";")), "")
+    return what, src
+
+
+def headline(message: str) -> str:
+    """The first line of a failure message; for a verifier rejection (whose first line only
+    names the program) with the verifier's complaint and source line appended."""
+    first = first_line(message, 10_000)
+    if "rejected by the verifier" in first:
+        what, src = complaint(message.split("rejected by the verifier", 1)[1])
+        if what:
+            first += f" {what}" + (f" (at: {src})" if src else "")
+    return first

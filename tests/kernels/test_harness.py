@@ -178,3 +178,25 @@ def test_guest_script_mounts_bpffs_and_uses_the_checkout_venv():
     assert s.endswith("--check stage-load --check demo-backup")
     cmd = vm.vng_command("/k/vmlinuz", "/r", ["a"], 2, "2G")
     assert cmd[:3] == ["vng", "--run", "/k/vmlinuz"] and "--disable-kvm" in cmd
+
+
+# ---- verifier messages -------------------------------------------------------------------
+LOG = """\
+; if (tot < ihl + p.tcp_len || (void *)p.iph + tot > data_end) @ emptcp_tcpopt.h:443
+441: (0f) r1 += r3                    ; R1_w=pkt(off=14,r=34,imm=0)
+math between pkt pointer and register with unbounded min value is not allowed
+processed 812 insns (limit 1000000) max_states_per_insn 2 total_states 51 peak_states 51
+"""
+
+
+def test_verifier_complaint_and_source_line():
+    from .results import complaint, headline
+    what, src = complaint(LOG)
+    assert what == "math between pkt pointer and register with unbounded min value is not allowed"
+    assert src.startswith("if (tot < ihl + p.tcp_len")
+    msg = "VerifierError: bpf_object__load: Invalid argument (errno 22): program 'p' " \
+          "rejected by the verifier:\n" + LOG
+    assert headline(msg) == "VerifierError: bpf_object__load: Invalid argument (errno 22): " \
+        "program 'p' rejected by the verifier: math between pkt pointer and register with " \
+        "unbounded min value is not allowed (at: " + src + ")"
+    assert headline("AssertionError: x\ny") == "AssertionError: x"
