@@ -5,12 +5,12 @@ Part of the kernel matrix (check ``stage-load``); cheap enough for every run.
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from emptcp import ObjectSpec, builtin_object
 from emptcp.errors import VerifierError
+
+from .results import complaint
 
 
 def _programs() -> list[tuple[str, str, str]]:
@@ -27,25 +27,6 @@ def _programs() -> list[tuple[str, str, str]]:
         for htype, prog in sorted(st.programs.items()):
             out.append((f"{st.plugin}:{name}:{htype}", st.object, prog))
     return out
-
-
-_INSN = re.compile(r"^\d+: \(")       # "123: (bf) r1 = r6"
-_NOISE = ("processed ", "verification time", "stack depth", "max_states_per_insn",
-          "mark_precise", "last_idx", "parent ", "regs=", "from ")
-
-
-def complaint(log: str) -> tuple[str, str]:
-    """(the verifier's complaint, the last source line it showed before it) from a log."""
-    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
-    idx, what = len(lines), ""
-    for i in range(len(lines) - 1, -1, -1):
-        ln = lines[i]
-        if ln.startswith(";") or _INSN.match(ln) or ln.startswith(_NOISE) or ln[:1].isdigit():
-            continue
-        idx, what = i, ln
-        break
-    src = next((ln.lstrip("; ").strip() for ln in reversed(lines[:idx]) if ln.startswith(";")), "")
-    return what, src
 
 
 @pytest.mark.parametrize("path,prog", [pytest.param(o, p, id=label) for label, o, p in _programs()])
