@@ -10,7 +10,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 pkgs=(clang llvm libbpf-dev bpftool iproute2 ethtool iputils-ping tcpdump tshark libcap2-bin
-      python3-venv python3-dev gcc make)
+      python3-venv python3-dev gcc make
+      # the kernel matrix (python -m tests.kernels): virtme-ng boots kernels in qemu; depmod
+      # and modprobe (kmod) for the guest's modules; udev makes the guest's stdio ports
+      qemu-system-x86 busybox-static kmod udev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,4 +33,5 @@ rm -rf build  # setuptools reuses ./build/lib: a module moved since the last ins
 for plugin in plugins/*/; do
     [ -f "$plugin/pyproject.toml" ] && .venv/bin/pip install -q "$plugin"
 done
+.venv/bin/pip install -q virtme-ng   # vng, for the kernel matrix (python -m tests.kernels)
 echo "emptcp installed in $(pwd)/.venv — try: .venv/bin/emptcp --help"

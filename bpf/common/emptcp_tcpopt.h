@@ -470,6 +470,9 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	if (p.iph) {
 		__u32 tot = bpf_ntohs(p.iph->tot_len), ihl = p.iph->ihl * 4;
 
+		/* bounds the verifier keeps: 6.1/6.12 lose them through the byte swap and
+		 * then refuse the pointer add ("unbounded min value") */
+		asm volatile("%0 &= 0xffff" : "+r"(tot));
 		if (tot < ihl + p.tcp_len || (void *)p.iph + tot > data_end)
 			return -1;	/* lengths disagree with the frame */
 		rw->old_seg = tot - ihl;
@@ -562,15 +565,14 @@ static long emptcp_tc_move_cb(__u32 i, void *ctx)
 	/* growing: back to front (the destination lies after the source);
 	 * shrinking: front to back */
 	start = m->delta > 0 ? m->from + m->len - done - n : m->from + done;
-	/* separate barriers: the verifier must see 1 <= n <= 64 on the
-	 * register passed to the helpers */
-	asm volatile("%0 &= %1" : "+r"(n) : "i"(2 * EMPTCP_TC_CHUNK - 1));
-	if (n > EMPTCP_TC_CHUNK)
-		return 1;
-	asm volatile("" : "+r"(n));
 	if (n < 1)
 		return 1;
-	asm volatile("" : "+r"(n));
+	/* the verifier must see 1 <= n <= 64 on the register passed to the helpers:
+	 * n = (n - 1 masked to 0..63) + 1. A "n != 0" branch does not raise the lower
+	 * bound to 1 on 6.1's verifier ("invalid zero-sized read"); an add does. */
+	n -= 1;
+	asm volatile("%0 &= %1" : "+r"(n) : "i"(EMPTCP_TC_CHUNK - 1));
+	n += 1;
 	if (bpf_skb_load_bytes(m->skb, start, buf, n) < 0 ||
 	    bpf_skb_store_bytes(m->skb, start + m->delta, buf, n, 0) < 0) {
 		m->err = 1;

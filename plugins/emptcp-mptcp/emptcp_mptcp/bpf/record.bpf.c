@@ -32,8 +32,14 @@ static __always_inline void record(void *data, void *data_end, const struct empt
 	ev->len = olen;
 	ev->pad[0] = 0;
 	ev->pad[1] = 0;
-	for (i = 0; i < 40; i++)
-		ev->opt[i] = i < olen ? w->in[EMPTCP_IDX(off + i)] : 0;
+	/* branch-free: a data-dependent branch in each of 40 iterations exceeded 6.1's
+	 * budget of 1M verified instructions */
+	for (i = 0; i < 40; i++) {
+		/* all ones while i < olen, else 0: an arithmetic shift, no branch */
+		__u8 keep = ~(__u8)((__s32)(olen - i - 1) >> 31);
+
+		ev->opt[i] = w->in[EMPTCP_IDX(off + i)] & keep;
+	}
 	emptcp_event_submit(ev);
 }
 
