@@ -477,9 +477,12 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 			return -1;	/* lengths disagree with the frame */
 		rw->old_seg = tot - ihl;
 	} else if (p.ip6h) {
-		rw->old_seg = bpf_ntohs(p.ip6h->payload_len);
-		if (rw->old_seg < p.tcp_len || (void *)(p.ip6h + 1) + rw->old_seg > data_end)
-			return -1;
+		__u32 plen = bpf_ntohs(p.ip6h->payload_len);
+
+		asm volatile("%0 &= 0xffff" : "+r"(plen));	/* as tot_len above */
+		if (plen < p.tcp_len || (void *)(p.ip6h + 1) + plen > data_end)
+			return -1;	/* lengths disagree with the frame */
+		rw->old_seg = plen;
 	} else {
 		return -1;
 	}
@@ -501,8 +504,18 @@ static __always_inline int emptcp_xdp_tcp_opts_edit(struct xdp_md *ctx, int op,
 	if (ol < 20)
 		return -1;
 	rw->oldlen = ol;
-	if (bpf_xdp_load_bytes(ctx, pre, EMPTCP_RW_OLD(rw), ol) < 0)
-		return -1;
+	/* 1 <= len <= 64 computed next to the call: clang may spill ol before the checks
+	 * above and reload it here, and 6.1's verifier does not carry the bounds to the
+	 * spilled copy ("R3 min value is outside of the allowed memory range", size 0) */
+	{
+		__u64 len = ol;
+
+		len -= 1;
+		asm volatile("%0 &= %1" : "+r"(len) : "i"(EMPTCP_TCP_BUF - 1));
+		len += 1;
+		if (bpf_xdp_load_bytes(ctx, pre, EMPTCP_RW_OLD(rw), len) < 0)
+			return -1;
+	}
 	r = emptcp_tcp_rebuild_bounded(rw, op, opt, optlen, kind, subtype, &nl);
 	if (r != 0)
 		return r;
@@ -553,7 +566,9 @@ struct emptcp_tc_move {
 static long emptcp_tc_move_cb(__u32 i, void *ctx)
 {
 	struct emptcp_tc_move *m = ctx;
-	__u8 buf[EMPTCP_TC_CHUNK];
+	/* initialised: 6.1 does not count a variable-size helper write as initialising the
+	 * stack, so passing buf on to bpf_skb_store_bytes would read "uninitialised" bytes */
+	__u8 buf[EMPTCP_TC_CHUNK] = {};
 	__u32 done = i * EMPTCP_TC_CHUNK, start;
 	__u64 n;	/* 64-bit: no zero-extending copies the verifier loses */
 
