@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from .pm import (MPTCP_PM_EV_GRP_NAME, MPTCP_PM_NAME, NETLINK_ADD_MEMBERSHIP, SOL_NETLINK,
-                 GenlSocket, NetlinkError)
+                 GenlSocket, NetlinkError, _parse_nlas)
 
 __all__ = ["MptcpEvent", "MptcpEventMonitor", "EVENT_NAMES", "decode_event", "EventsLost"]
 
@@ -149,16 +149,6 @@ def _ep(addr: Optional[str], port: Optional[int]) -> str:
     return f"[{a}]:{port}" if ":" in a else f"{a}:{port if port is not None else '*'}"
 
 
-def _nlas(buf: bytes) -> Iterator[tuple[int, bytes]]:
-    off = 0
-    while off + 4 <= len(buf):
-        ln, at = struct.unpack_from("=HH", buf, off)
-        if ln < 4:
-            break
-        yield at & 0x3FFF, buf[off + 4:off + ln]
-        off += (ln + 3) & ~3
-
-
 def decode_event(genl: bytes, *, netns: Optional[str] = None,
                  received: Optional[float] = None) -> MptcpEvent:
     """Decode one event from its generic-netlink payload (genl header first)."""
@@ -167,7 +157,7 @@ def decode_event(genl: bytes, *, netns: Optional[str] = None,
     code = genl[0]
     values: dict[str, Any] = {}
     unknown: dict[int, str] = {}
-    for at, val in _nlas(genl[4:]):
+    for at, val in _parse_nlas(genl[4:]):
         spec = _ATTRS.get(at)
         if spec is None:
             unknown[at] = val.hex()
