@@ -128,7 +128,10 @@ def test_cls_bpf_position_and_failed_apply_leave_nothing(veth_ns, cls_bpf, tmp_p
         assert ours(ns, ifname, "egress") == []                 # its filter went again
         after = emptcp_link(pin_root, ns)
         assert after["attached"] == before["attached"]
-        assert after["policies"] == before["policies"]
+        def shape(h):   # the policies as configured (their counters keep moving)
+            return [(p["name"], [x["use"] for x in p["selectors"] + p["actions"]])
+                    for p in h["policies"]]
+        assert shape(after) == shape(before)
     finally:
         with netns.enter(ns):
             api.detach(pin_root=pin_root, all=True)
