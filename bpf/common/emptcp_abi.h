@@ -12,7 +12,7 @@
 
 #include <linux/types.h>
 
-#define EMPTCP_ABI_VERSION	1
+#define EMPTCP_ABI_VERSION	2
 
 #define EMPTCP_MAX_GEN		4	/* generations of tables; one is active */
 #define EMPTCP_MAX_HOOKS	32	/* (ifindex, kind) attachments */
@@ -27,6 +27,26 @@
 /* stage-counter rows and parameter keys per policy: two phases of MAX_STAGES */
 #define EMPTCP_STAGES_PER_POLICY	(2 * EMPTCP_MAX_STAGES)
 #define EMPTCP_EVENTS_BYTES	(256 * 1024)	/* emptcp_events ring buffer */
+
+/* ---- classification of built-in selectors (docs/datapath-v2.md) ----
+ * Built-in selectors are sets of keys over *dimensions*; a key's value is its
+ * *class* (the sets that contain it, numbered per generation); a class's *row*
+ * is the bitmap of the hook's *rules* (DNF clauses of the policies, priority
+ * ordered) that the class satisfies in that dimension. */
+#define EMPTCP_MAX_RULES	256	/* per hook and generation: 4 words of 64 bits */
+#define EMPTCP_RULE_WORDS	(EMPTCP_MAX_RULES / 64)
+#define EMPTCP_MAX_CLASSES	16384	/* per generation; class 0 = "no class" */
+#define EMPTCP_MAX_KEYS		(1 << 20)	/* exact-match keys, all generations */
+#define EMPTCP_MAX_PREFIXES	65536	/* prefix keys, all generations */
+
+#define EMPTCP_DIM_FLOW		0	/* tcp4tuple: family, local/remote addr and port */
+#define EMPTCP_DIM_PORTS	1	/* tcp2tuple ports: local and remote port */
+#define EMPTCP_DIM_ADDRS	2	/* tcp2tuple addrs: family, local and remote addr */
+#define EMPTCP_DIM_LADDR	3	/* ip_pair local prefixes */
+#define EMPTCP_DIM_RADDR	4	/* ip_pair remote prefixes */
+#define EMPTCP_DIM_LPORT	5	/* service: local port */
+#define EMPTCP_DIM_RPORT	6	/* service (mode either): remote port */
+#define EMPTCP_NUM_DIMS		7
 
 /* hook kinds (key of emptcp_hooks, and ctx byte1 bits 5-6) */
 #define EMPTCP_KIND_XDP		0
@@ -130,6 +150,69 @@ struct emptcp_scratch {
 	((((__u32)(hook)) * EMPTCP_MAX_POLICIES + (pol)) * EMPTCP_STAGES_PER_POLICY + \
 	 (phase) * EMPTCP_MAX_STAGES + (stage))
 #define EMPTCP_PROG_KEY(gen, slot) (((__u32)(gen)) * EMPTCP_SLOTS_PER_GEN + (slot))
+
+/* rule bitmap: bit r = rule r of (generation, hook) */
+struct emptcp_rules {
+	__u64 w[EMPTCP_RULE_WORDS];
+};
+
+/* emptcp_keys (HASH): an exact-match key of one dimension -> __u32 class.
+ * Fields a dimension does not use are zero; ports in network order. */
+struct emptcp_key {
+	__u8 gen;
+	__u8 hook;
+	__u8 dim;		/* EMPTCP_DIM_* */
+	__u8 family;		/* 4 or 6; 0 for the port dimensions */
+	__be16 lport;
+	__be16 rport;
+	__u8 laddr[16];		/* IPv4 in the first 4 bytes */
+	__u8 raddr[16];
+};
+
+/* emptcp_prefixes (LPM_TRIE): one address prefix of LADDR/RADDR -> __u32 class
+ * (the sets of every prefix that contains this one).  prefixlen counts the
+ * 32 bits of gen/hook/dim/family, then the address bits. */
+#define EMPTCP_PREFIX_HDR_BITS	32
+struct emptcp_prefix_key {
+	__u32 prefixlen;
+	__u8 gen;
+	__u8 hook;
+	__u8 dim;
+	__u8 family;
+	__u8 addr[16];
+};
+
+/* emptcp_hook_rules (ARRAY, gen * MAX_HOOKS + hook): a hook's rules */
+struct emptcp_hook_rules {
+	__u32 used;		/* bit (1 << EMPTCP_DIM_*) per dimension with terms */
+	__u32 n_rules;		/* 0: no policy on this hook */
+	struct emptcp_rules all;	/* rules 0..n_rules-1 */
+	struct emptcp_rules plugin;	/* rules with selectors that run as programs */
+	struct emptcp_rules absent[EMPTCP_NUM_DIMS];	/* row of a key in no set */
+	__u8 rule_policy[EMPTCP_MAX_RULES];	/* policy position of each rule */
+};
+
+/* emptcp_rule_terms (ARRAY, EMPTCP_RULE_IDX): the program selectors of one
+ * rule, at their positions in the policy's selector list (slot 0 = not a term
+ * of this rule) */
+struct emptcp_rule_terms {
+	struct emptcp_stage sel[EMPTCP_MAX_STAGES];
+};
+
+/* emptcp_cls_state (PERCPU_ARRAY, 1): the candidate rules of the packet being
+ * classified, kept across the tail calls into program selectors (one packet
+ * runs start to finish on one CPU) */
+struct emptcp_cls_state {
+	struct emptcp_rules cand;
+	__u32 rule;		/* the candidate whose selectors are running */
+	__u8 gen;
+	__u8 hook;
+	__u8 pad[2];
+};
+
+#define EMPTCP_RULE_IDX(gen, hook, rule) \
+	((((__u32)(gen)) * EMPTCP_MAX_HOOKS + (hook)) * EMPTCP_MAX_RULES + (rule))
+#define EMPTCP_ROW_IDX(gen, cls) (((__u32)(gen)) * EMPTCP_MAX_CLASSES + (cls))
 
 /* ---- events (ring buffer emptcp_events) ---- */
 

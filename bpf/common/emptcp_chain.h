@@ -115,36 +115,6 @@ static __always_inline void emptcp_count_missed(const struct emptcp_ctx *c)
 	emptcp_hook_count(hook, EMPTCP_HS_MISSED);
 }
 
-/* Load policy `pol` of (gen, hook) into the context.
- * Returns 0: no policy (end of list); 1: selector stages loaded;
- *         2: action stages loaded (policy without selectors matches all). */
-static __always_inline int emptcp_policy_enter(struct emptcp_ctx *c, __u32 gen,
-					       __u32 hook, __u32 kind, __u32 pol)
-{
-	struct emptcp_policy *p;
-	__u32 idx, i, n;
-	int sel;
-
-	if (pol >= EMPTCP_MAX_POLICIES)
-		return 0;
-	idx = EMPTCP_POLICY_IDX(gen & (EMPTCP_MAX_GEN - 1), hook & (EMPTCP_MAX_HOOKS - 1), pol);
-	p = bpf_map_lookup_elem(&emptcp_policies, &idx);
-	if (!p || (p->n_sel == 0 && p->n_act == 0))
-		return 0;
-	sel = p->n_sel != 0;
-	n = sel ? p->n_sel : p->n_act;
-	c->b0 = emptcp_b0(gen, !sel, 0);
-	c->hook = (hook & EMPTCP_B1_HOOK_MASK) | ((kind << EMPTCP_B1_KIND_SHIFT) & EMPTCP_B1_KIND_MASK);
-	c->policy = pol;
-	c->cur = 0;
-#pragma unroll
-	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
-		c->stages[i].slot = i < n ? (sel ? p->sel_slot[i] : p->act_slot[i]) : 0;
-		c->stages[i].param = i < n ? (sel ? p->sel_param[i] : p->act_param[i]) : 0;
-	}
-	return sel ? 1 : 2;
-}
-
 /* Switch the context of a matched policy to its action stages.
  * Returns 0 when the policy has no actions (chain ends with pass). */
 static __always_inline int emptcp_enter_actions(struct emptcp_ctx *c, __u32 gen,
@@ -167,6 +137,114 @@ static __always_inline int emptcp_enter_actions(struct emptcp_ctx *c, __u32 gen,
 		c->stages[i].param = i < n ? p->act_param[i] : 0;
 	}
 	return 1;
+}
+
+/* ---- rules: the classification result (docs/datapath-v2.md) ---- */
+
+static __always_inline void emptcp_rules_and(struct emptcp_rules *acc, const struct emptcp_rules *row)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < EMPTCP_RULE_WORDS; i++)
+		acc->w[i] &= row->w[i];
+}
+
+/* index of the lowest set bit of a non-zero word (BPF has no ctz instruction) */
+static __always_inline __u32 emptcp_ctz64(__u64 x)
+{
+	__u32 n = 0;
+
+	if (!(x & 0xffffffffULL)) { n += 32; x >>= 32; }
+	if (!(x & 0xffffULL)) { n += 16; x >>= 16; }
+	if (!(x & 0xffULL)) { n += 8; x >>= 8; }
+	if (!(x & 0xfULL)) { n += 4; x >>= 4; }
+	if (!(x & 0x3ULL)) { n += 2; x >>= 2; }
+	if (!(x & 0x1ULL)) n += 1;
+	return n;
+}
+
+/* the first (highest priority) rule in acc, or -1 */
+static __always_inline int emptcp_first_rule(const struct emptcp_rules *acc)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < EMPTCP_RULE_WORDS; i++)
+		if (acc->w[i])
+			return i * 64 + emptcp_ctz64(acc->w[i]);
+	return -1;
+}
+
+static __always_inline int emptcp_rule_has(const struct emptcp_rules *r, __u32 rule)
+{
+	return (r->w[(rule >> 6) & (EMPTCP_RULE_WORDS - 1)] >> (rule & 63)) & 1;
+}
+
+/* Start the candidate rules of a packet (cand, rule = its first): a rule
+ * without program selectors wins and its policy's actions are loaded; a rule
+ * with some loads them (cand is kept per CPU for emptcp_rule_failed).
+ * Returns 0: no rule left (unmatched); 1: selector stages loaded;
+ *         2: action stages loaded (matched); 3: matched, no actions. */
+static __always_inline int emptcp_enter_rule(struct emptcp_ctx *c, __u32 gen, __u32 hook,
+					     __u32 kind, const struct emptcp_hook_rules *hr,
+					     const struct emptcp_rules *cand, int rule)
+{
+	const struct emptcp_rule_terms *t;
+	struct emptcp_cls_state *st;
+	__u32 r, idx, i, first = EMPTCP_MAX_STAGES, zero = 0;
+
+	if (rule < 0)
+		return 0;
+	r = rule & (EMPTCP_MAX_RULES - 1);
+	c->hook = (hook & EMPTCP_B1_HOOK_MASK) | ((kind << EMPTCP_B1_KIND_SHIFT) & EMPTCP_B1_KIND_MASK);
+	c->policy = hr->rule_policy[r];
+	if (!emptcp_rule_has(&hr->plugin, r)) {
+		return emptcp_enter_actions(c, gen, hook, c->policy) ? 2 : 3;
+	}
+	idx = EMPTCP_RULE_IDX(gen & (EMPTCP_MAX_GEN - 1), hook & (EMPTCP_MAX_HOOKS - 1), r);
+	t = bpf_map_lookup_elem(&emptcp_rule_terms, &idx);
+	st = bpf_map_lookup_elem(&emptcp_cls_state, &zero);
+	if (!t || !st)
+		return 0;
+	st->cand = *cand;
+	st->rule = r;
+	st->gen = gen;
+	st->hook = hook;
+	c->b0 = emptcp_b0(gen, EMPTCP_PHASE_SEL, 0);
+#pragma unroll
+	for (i = EMPTCP_MAX_STAGES; i-- > 0;) {
+		c->stages[i] = t->sel[i];
+		if (t->sel[i].slot)
+			first = i;
+	}
+	if (first >= EMPTCP_MAX_STAGES)
+		return 0;	/* control-plane bug: a plugin rule without terms */
+	c->cur = first;
+	return 1;
+}
+
+/* A program selector of the running candidate said no: drop that rule and
+ * start the next candidate.  Same returns as emptcp_enter_rule. */
+static __always_inline int emptcp_rule_failed(struct emptcp_ctx *c, __u32 gen, __u32 hook,
+					      __u32 kind)
+{
+	const struct emptcp_hook_rules *hr;
+	struct emptcp_cls_state *st;
+	struct emptcp_rules cand;
+	__u32 zero = 0, idx, r;
+
+	st = bpf_map_lookup_elem(&emptcp_cls_state, &zero);
+	if (!st || st->gen != gen || st->hook != hook)
+		return -1;
+	idx = (gen & (EMPTCP_MAX_GEN - 1)) * EMPTCP_MAX_HOOKS + (hook & (EMPTCP_MAX_HOOKS - 1));
+	hr = bpf_map_lookup_elem(&emptcp_hook_rules, &idx);
+	if (!hr)
+		return -1;
+	cand = st->cand;
+	r = st->rule & (EMPTCP_MAX_RULES - 1);
+	cand.w[(r >> 6) & (EMPTCP_RULE_WORDS - 1)] &= ~(1ULL << (r & 63));
+	return emptcp_enter_rule(c, gen, hook, kind, hr, &cand, emptcp_first_rule(&cand));
 }
 
 /* Decode + validate the context, fetch the parameter, count the stage.
@@ -208,67 +286,43 @@ bad:
 	return -1;
 }
 
-/* Combine a selector result into acc (left fold, no precedence) and skip the
- * following selectors that cannot change it (OR after true, AND after false).
- * Returns the index of the next selector to run, or EMPTCP_MAX_STAGES when
- * the selectors are exhausted; *acc gets the accumulated result. */
-static __always_inline __u32 emptcp_sel_fold(struct emptcp_env *e, int match, int *accp)
-{
-	struct emptcp_ctx *c = &e->c;
-	int acc = (c->b0 & EMPTCP_B0_ACC) ? 1 : 0;
-	int res = match ? 1 : 0;
-	__u32 i;
-
-	if (e->stage == 0)
-		acc = res;
-	else if (e->param & EMPTCP_P_OR)
-		acc = acc | res;
-	else
-		acc = acc & res;
-	*accp = acc;
-#pragma unroll
-	for (i = 1; i < EMPTCP_MAX_STAGES; i++) {
-		__u8 p;
-
-		if (i <= e->stage)
-			continue;
-		if (c->stages[i].slot == 0)
-			return EMPTCP_MAX_STAGES;
-		p = c->stages[i].param;
-		if (((p & EMPTCP_P_OR) && acc) || (!(p & EMPTCP_P_OR) && !acc))
-			continue;	/* cannot change acc: short-circuit */
-		return i;
-	}
-	return EMPTCP_MAX_STAGES;
-}
-
 /* what a selector's POST does next; shared by XDP and TC */
 #define EMPTCP_GO_TAIL	1	/* tail-call c->stages[c->cur] */
-#define EMPTCP_GO_PASS	0	/* end: pass verdict */
+#define EMPTCP_GO_PASS	0	/* end: no verdict */
+
+/* After a program selector of the candidate rule: on a match, run the rule's
+ * next program selector, or -- the last one matched -- the policy's actions;
+ * otherwise go on with the next candidate rule. */
 static __always_inline int emptcp_sel_next(struct emptcp_env *e, int match)
 {
 	struct emptcp_ctx *c = &e->c;
-	int acc, r;
-	__u32 next = emptcp_sel_fold(e, match, &acc);
+	int r;
+	__u32 i;
 
-	if (next < EMPTCP_MAX_STAGES) {
-		c->b0 = emptcp_b0(e->gen, 0, acc);
-		c->cur = next;
-		return EMPTCP_GO_TAIL;
-	}
-	if (acc) {
+	if (match) {
+#pragma unroll
+		for (i = 1; i < EMPTCP_MAX_STAGES; i++) {
+			if (i <= e->stage || c->stages[i].slot == 0)
+				continue;
+			c->cur = i;
+			return EMPTCP_GO_TAIL;
+		}
 		emptcp_hook_count(e->hook, EMPTCP_HS_MATCHED);
 		return emptcp_enter_actions(c, e->gen, e->hook, e->policy) ? EMPTCP_GO_TAIL
 									   : EMPTCP_GO_PASS;
 	}
-	r = emptcp_policy_enter(c, e->gen, e->hook, e->kind, e->policy + 1);
+	r = emptcp_rule_failed(c, e->gen, e->hook, e->kind);
+	if (r < 0) {
+		emptcp_hook_count(e->hook, EMPTCP_HS_ERRORS);
+		return EMPTCP_GO_PASS;
+	}
 	if (r == 0) {
 		emptcp_hook_count(e->hook, EMPTCP_HS_UNMATCHED);
 		return EMPTCP_GO_PASS;
 	}
-	if (r == 2)
+	if (r >= 2)
 		emptcp_hook_count(e->hook, EMPTCP_HS_MATCHED);
-	return EMPTCP_GO_TAIL;
+	return r == 3 ? EMPTCP_GO_PASS : EMPTCP_GO_TAIL;
 }
 
 static __always_inline int emptcp_act_next(struct emptcp_env *e)
@@ -378,14 +432,21 @@ static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_c
 /* TC stages parse with direct packet access: make sure the headers are in
  * the linear part (a no-op for the usual case) */
 #define EMPTCP_TC_PULL_LEN 128
-static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_env *e, __u32 phase)
+static __always_inline int emptcp_tc_pull(struct __sk_buff *skb)
 {
 	__u64 want = skb->len < EMPTCP_TC_PULL_LEN ? skb->len : EMPTCP_TC_PULL_LEN;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
+	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0)
+		return -1;
+	return 0;
+}
+
+static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_env *e, __u32 phase)
+{
 	emptcp_tc_ctx_load(skb, &e->c);
-	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0) {
+	if (emptcp_tc_pull(skb) < 0) {
 		/* the headers cannot be made linear (no memory): count it, no verdict */
 		emptcp_hook_count(e->c.hook & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_ERRORS);
 		return -1;

@@ -77,6 +77,51 @@ struct {
 	__uint(max_entries, EMPTCP_EVENTS_BYTES);
 } emptcp_events SEC(".maps");
 
+/* classification of built-in selectors (emptcp_abi.h, docs/datapath-v2.md) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EMPTCP_MAX_KEYS);
+	__type(key, struct emptcp_key);
+	__type(value, __u32);
+} emptcp_keys SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EMPTCP_MAX_PREFIXES);
+	__type(key, struct emptcp_prefix_key);
+	__type(value, __u32);
+} emptcp_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_MAX_CLASSES);
+	__type(key, __u32);
+	__type(value, struct emptcp_rules);
+} emptcp_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_MAX_HOOKS);
+	__type(key, __u32);
+	__type(value, struct emptcp_hook_rules);
+} emptcp_hook_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_MAX_HOOKS * EMPTCP_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct emptcp_rule_terms);
+} emptcp_rule_terms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct emptcp_cls_state);
+} emptcp_cls_state SEC(".maps");
+
 /* per-CPU scratch space for helpers whose state does not fit the 512-byte
  * BPF stack (TCP option rewrite); valid only within one program run */
 struct {

@@ -2,15 +2,17 @@
 /*
  * entry.bpf.c - the programs attached to interfaces.  Each one maps its
  * attachment to a hook id, snapshots the active generation (so a packet runs
- * one generation start to finish), writes the chain context for policy 0 and
- * tail-calls its first stage.  What emptcp does not decide (not our hook, no
+ * one generation start to finish), classifies the packet by its built-in
+ * selectors (emptcp_classify.h: lookups, no tail calls), writes the chain
+ * context of the winning rule and tail-calls its first stage: a program
+ * selector of that rule, or the policy's first action.  What emptcp does not decide (not our hook, no
  * policy matched, anything unexpected, counted) gets no verdict: XDP_PASS, or
  * on TC TC_ACT_UNSPEC = TCX_NEXT so the programs after emptcp still run.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
-#include "emptcp_chain.h"
+#include "emptcp_classify.h"
 
 /* hook id of (ifindex, kind) or -1 */
 static __always_inline int emptcp_hook_of(__u32 ifindex, __u32 kind)
@@ -31,20 +33,31 @@ static __always_inline __u32 emptcp_active_gen(void)
 	return st ? (st->active_gen & (EMPTCP_MAX_GEN - 1)) : 0;
 }
 
-/* 1: tail-call the context's first stage; 0: pass */
-static __always_inline int emptcp_start(struct emptcp_ctx *c, __u32 hook, __u32 kind)
+/* 1: tail-call the context's first stage; 0: no verdict */
+static __always_inline int emptcp_start(struct emptcp_ctx *c, void *data, void *data_end,
+					__u32 hook, __u32 kind)
 {
+	const struct emptcp_hook_rules *hr;
+	struct emptcp_rules cand;
+	__u32 gen = emptcp_active_gen(), idx;
 	int r;
 
 	emptcp_hook_count(hook, EMPTCP_HS_PACKETS);
-	r = emptcp_policy_enter(c, emptcp_active_gen(), hook, kind, 0);
+	idx = gen * EMPTCP_MAX_HOOKS + (hook & (EMPTCP_MAX_HOOKS - 1));
+	hr = bpf_map_lookup_elem(&emptcp_hook_rules, &idx);
+	if (!hr || !hr->n_rules) {
+		emptcp_hook_count(hook, EMPTCP_HS_UNMATCHED);
+		return 0;
+	}
+	emptcp_classify(data, data_end, gen, hook, kind, hr, &cand);
+	r = emptcp_enter_rule(c, gen, hook, kind, hr, &cand, emptcp_first_rule(&cand));
 	if (r == 0) {
 		emptcp_hook_count(hook, EMPTCP_HS_UNMATCHED);
 		return 0;
 	}
-	if (r == 2)
+	if (r >= 2)
 		emptcp_hook_count(hook, EMPTCP_HS_MATCHED);
-	return 1;
+	return r != 3;
 }
 
 SEC("xdp")
@@ -66,7 +79,8 @@ int emptcp_xdp_entry(struct xdp_md *ctx)
 		emptcp_hook_count(hook, EMPTCP_HS_ERRORS);
 		return XDP_PASS;
 	}
-	if (!emptcp_start(&c, hook, EMPTCP_KIND_XDP))
+	if (!emptcp_start(&c, (void *)(long)ctx->data, (void *)(long)ctx->data_end, hook,
+			  EMPTCP_KIND_XDP))
 		return XDP_PASS;
 	return emptcp_xdp_tail(ctx, &c);
 }
@@ -78,7 +92,11 @@ static __always_inline int emptcp_tc_entry(struct __sk_buff *skb, __u32 kind)
 
 	if (hook < 0)
 		return TC_ACT_UNSPEC;
-	if (!emptcp_start(&c, hook, kind))
+	if (emptcp_tc_pull(skb) < 0) {
+		emptcp_hook_count(hook, EMPTCP_HS_ERRORS);
+		return TC_ACT_UNSPEC;
+	}
+	if (!emptcp_start(&c, (void *)(long)skb->data, (void *)(long)skb->data_end, hook, kind))
 		return TC_ACT_UNSPEC;
 	return emptcp_tc_tail(skb, &c);
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 #: where everything emptcp owns is pinned unless --pin-root / EMPTCP_PIN_ROOT says otherwise
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
@@ -27,9 +27,18 @@ SCRATCH_SIZE = 512
 STAGES_PER_POLICY = 2 * MAX_STAGES
 EVENTS_BYTES = 256 * 1024    # emptcp_events ring buffer
 
+# classification of built-in selectors (docs/datapath-v2.md)
+MAX_RULES = 256              # per hook and generation
+RULE_WORDS = MAX_RULES // 64
+MAX_CLASSES = 16384          # per generation; class 0 = "no class"
+MAX_KEYS = 1 << 20           # exact-match keys, all generations together
+MAX_PREFIXES = 65536         # prefix keys, all generations together
+NUM_DIMS = 7
+PREFIX_HDR_BITS = 32         # gen, hook, dim, family before the address in a prefix key
+
 #: limits a configuration is checked against before anything touches the kernel
 LIMITS = {"stages": MAX_STAGES, "policies_per_hook": MAX_POLICIES, "hooks": MAX_HOOKS,
-          "tail_calls": MAX_TAIL_CALLS}
+          "tail_calls": MAX_TAIL_CALLS, "rules_per_hook": MAX_RULES}
 
 KIND_XDP, KIND_TC_INGRESS, KIND_TC_EGRESS = 0, 1, 2
 KINDS = {"xdp": KIND_XDP, "tc-ingress": KIND_TC_INGRESS, "tc-egress": KIND_TC_EGRESS}
@@ -67,6 +76,14 @@ HOOK_VAL = struct.Struct("<I")                    # struct emptcp_hook_val
 POLICY = struct.Struct("<BBH8s8s8s8s")            # struct emptcp_policy
 STAGE_STAT = struct.Struct("<QQQ")                # struct emptcp_stage_stat
 HOOK_STAT = struct.Struct("<QQQQQ")               # struct emptcp_hook_stat
+RULES = struct.Struct(f"<{RULE_WORDS}Q")          # struct emptcp_rules
+KEY = struct.Struct("<BBBB2s2s16s16s")            # struct emptcp_key (ports: network order)
+PREFIX_KEY = struct.Struct("<IBBBB16s")           # struct emptcp_prefix_key
+HOOK_RULES = struct.Struct(f"<II{RULES.size}s{RULES.size}s{NUM_DIMS * RULES.size}s"
+                           f"{MAX_RULES}s")       # struct emptcp_hook_rules
+RULE_TERMS = struct.Struct("<16s")                # struct emptcp_rule_terms
+CLS_STATE = struct.Struct(f"<{RULES.size}sIBB2x")   # struct emptcp_cls_state
+CLASS = struct.Struct("<I")                       # value of emptcp_keys / emptcp_prefixes
 EVENT_HDR = struct.Struct("<IIHBBI")              # struct emptcp_event_hdr
 EV_TUPLE = struct.Struct("<BB2s2sBB16s16s")       # struct emptcp_ev_tuple (ports: network order)
 EV_OPT_TAIL = struct.Struct("<BB2x40s")           # struct emptcp_ev_mptcp_opt after the tuple
@@ -85,6 +102,15 @@ LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
     "emptcp_stage_stat": (24, {"packets": 0, "bytes": 8, "missed_tail_calls": 16}),
     "emptcp_hook_stat": (40, {"packets": 0, "matched": 8, "unmatched": 16,
                               "missed_tail_calls": 24, "errors": 32}),
+    "emptcp_rules": (32, {"w": 0}),
+    "emptcp_key": (40, {"gen": 0, "hook": 1, "dim": 2, "family": 3, "lport": 4, "rport": 6,
+                        "laddr": 8, "raddr": 24}),
+    "emptcp_prefix_key": (24, {"prefixlen": 0, "gen": 4, "hook": 5, "dim": 6, "family": 7,
+                               "addr": 8}),
+    "emptcp_hook_rules": (552, {"used": 0, "n_rules": 4, "all": 8, "plugin": 40, "absent": 72,
+                                "rule_policy": 296}),
+    "emptcp_rule_terms": (16, {"sel": 0}),
+    "emptcp_cls_state": (40, {"cand": 0, "rule": 32, "gen": 36, "hook": 37}),
     "emptcp_event_hdr": (16, {"type": 0, "hook_id": 4, "policy": 8, "stage": 10,
                               "phase": 11, "len": 12}),
     "emptcp_ev_tuple": (40, {"family": 0, "proto": 1, "sport": 2, "dport": 4, "kind": 6,
@@ -114,6 +140,12 @@ MAPS = {
     "emptcp_hook_stats": ("percpu_array", 4, HOOK_STAT.size, MAX_HOOKS),
     "emptcp_events": ("ringbuf", 0, 0, EVENTS_BYTES),
     "emptcp_scratch": ("percpu_array", 4, SCRATCH_SIZE, 1),
+    "emptcp_keys": ("hash", KEY.size, 4, MAX_KEYS),
+    "emptcp_prefixes": ("lpm_trie", PREFIX_KEY.size, 4, MAX_PREFIXES),
+    "emptcp_rows": ("array", 4, RULES.size, MAX_GEN * MAX_CLASSES),
+    "emptcp_hook_rules": ("array", 4, HOOK_RULES.size, MAX_GEN * MAX_HOOKS),
+    "emptcp_rule_terms": ("array", 4, RULE_TERMS.size, MAX_GEN * MAX_HOOKS * MAX_RULES),
+    "emptcp_cls_state": ("percpu_array", 4, CLS_STATE.size, 1),
 }
 SHARED_MAPS = tuple(MAPS)
 
@@ -134,6 +166,24 @@ def stage_stat_index(hook: int, policy: int, phase: int, stage: int) -> int:
 
 def prog_key(gen: int, slot: int) -> int:
     return gen * SLOTS_PER_GEN + slot
+
+
+def rule_index(gen: int, hook: int, rule: int) -> int:
+    return (gen * MAX_HOOKS + hook) * MAX_RULES + rule
+
+
+def row_index(gen: int, cls: int) -> int:
+    return gen * MAX_CLASSES + cls
+
+
+def hook_rules_index(gen: int, hook: int) -> int:
+    return gen * MAX_HOOKS + hook
+
+
+def pack_rules(bits: int) -> bytes:
+    """A rule bitmap (bit r = rule r) as struct emptcp_rules."""
+    mask = (1 << 64) - 1
+    return RULES.pack(*((bits >> (64 * i)) & mask for i in range(RULE_WORDS)))
 
 
 # ---- encoders/decoders ----------------------------------------------------------

@@ -30,13 +30,22 @@ def generated_checks() -> str:
               "EMPTCP_KIND_TC_EGRESS": abi.KIND_TC_EGRESS, "EMPTCP_EV_ADD_SUBFLOW": abi.EV_ADD_SUBFLOW,
               "EMPTCP_EV_MPTCP_OPT": abi.EV_MPTCP_OPT, "EMPTCP_SCRATCH_SIZE": abi.SCRATCH_SIZE,
               "EMPTCP_EV_LOG": abi.EV_LOG, "EMPTCP_STAGES_PER_POLICY": abi.STAGES_PER_POLICY,
-              "EMPTCP_EVENTS_BYTES": abi.EVENTS_BYTES, "EMPTCP_SUBTYPE_ANY": abi.SUBTYPE_ANY}
+              "EMPTCP_EVENTS_BYTES": abi.EVENTS_BYTES, "EMPTCP_SUBTYPE_ANY": abi.SUBTYPE_ANY,
+              "EMPTCP_MAX_RULES": abi.MAX_RULES, "EMPTCP_RULE_WORDS": abi.RULE_WORDS,
+              "EMPTCP_MAX_CLASSES": abi.MAX_CLASSES, "EMPTCP_MAX_KEYS": abi.MAX_KEYS,
+              "EMPTCP_MAX_PREFIXES": abi.MAX_PREFIXES, "EMPTCP_NUM_DIMS": abi.NUM_DIMS,
+              "EMPTCP_PREFIX_HDR_BITS": abi.PREFIX_HDR_BITS}
+    from emptcp.chain.sets import DIM_NUMBERS
+    for dim, n in DIM_NUMBERS.items():
+        consts[f"EMPTCP_DIM_{dim.upper()}"] = n
     for c, v in consts.items():
         lines.append(f'_Static_assert({c} == {v}, "{c}");')
     idx = [(abi.policy_index(3, 31, 127), "EMPTCP_POLICY_IDX(3, 31, 127)"),
            (abi.param_key(2, 5, 7, 1, 6), "EMPTCP_PARAM_KEY(2, 5, 7, 1, 6)"),
            (abi.stage_stat_index(4, 9, 1, 3), "EMPTCP_STAGE_STAT_IDX(4, 9, 1, 3)"),
-           (abi.prog_key(3, 255), "EMPTCP_PROG_KEY(3, 255)")]
+           (abi.prog_key(3, 255), "EMPTCP_PROG_KEY(3, 255)"),
+           (abi.rule_index(3, 31, 255), "EMPTCP_RULE_IDX(3, 31, 255)"),
+           (abi.row_index(3, 16383), "EMPTCP_ROW_IDX(3, 16383)")]
     for v, expr in idx:
         lines.append(f'_Static_assert({expr} == {v}, "{expr}");')
     return "\n".join(lines) + "\n"
@@ -50,7 +59,8 @@ def test_abi_py_matches_c_headers(tmp_path):
 
 
 def test_map_definitions_match(objdir):
-    types = {"prog_array": 3, "array": 2, "hash": 1, "percpu_array": 6, "ringbuf": 27}
+    types = {"prog_array": 3, "array": 2, "hash": 1, "percpu_array": 6, "ringbuf": 27,
+             "lpm_trie": 11}
     with ObjectSpec(os.path.join(objdir, "entry.o")) as spec:
         for name, (t, ks, vs, n) in abi.MAPS.items():
             m = spec.maps[name]

@@ -42,9 +42,11 @@ def test_two_policies_match_runs_every_stage(dp, kind, hook, pass_, drop):
     out = Ether(res.data)
     assert out[TCP].window == 5000
     assert checksums_ok(res.data)
-    for phase, stage in ((SEL, 0), (SEL, 1), (ACT, 0), (ACT, 1), (ACT, 2)):
-        assert stat(dp, hook, 0, phase, stage)["packets"] == 1, (phase, stage)
-    assert stat(dp, hook, 1, SEL, 0)["packets"] == 0
+    for stage in range(3):
+        assert stat(dp, hook, 0, ACT, stage)["packets"] == 1, stage
+    # built-in selectors are lookups in the entry, not stages: they run no program
+    for pol, stage in ((0, 0), (0, 1), (1, 0)):
+        assert stat(dp, hook, pol, SEL, stage)["packets"] == 0
     hs = dp.hook_stats(hook)
     assert hs["packets"] == 1 and hs["matched"] == 1 and hs["missed_tail_calls"] == 0
 
@@ -63,17 +65,21 @@ def test_second_policy_and_nonmatching(dp, kind, hook, pass_, drop):
     assert stat(dp, hook, 0, ACT, 0)["packets"] == 0
 
 
+# program selectors (not classified by the entry): mptcp_subtype; the packet
+# carries an MP_CAPABLE option (subtype 0) and no MP_PRIO (subtype 5)
+MPC = tcp4(options=[(30, bytes([0x01, 0x81]) + bytes(8))])
+
+
 def test_and_or_with_short_circuit(dp):
     hook = HOOK_XDP
-    miss = StageRef("service", encode_service([9999]))
-    hit = StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "0.0.0.0/0"))
-    hit_or = StageRef("ip_pair", hit.param, op="or")
-    # (miss OR hit) -> match; (miss AND hit) -> no match, hit skipped
+    miss = StageRef("mptcp_subtype", 5)
+    hit = StageRef("mptcp_subtype", 0)
+    # (miss AND hit) -> no match, hit skipped; (miss OR hit) -> match
     apply(dp, 1, [HookPolicies(hook, "xdp", [
-        PolicySpec([miss, StageRef("ip_pair", hit.param)], [StageRef("drop")]),
-        PolicySpec([miss, hit_or], [StageRef("count")]),
+        PolicySpec([miss, StageRef("mptcp_subtype", 0)], [StageRef("drop")]),
+        PolicySpec([miss, StageRef("mptcp_subtype", 0, op="or")], [StageRef("count")]),
     ])])
-    res = run(dp, "xdp", tcp4())
+    res = run(dp, "xdp", MPC)
     assert res.retval == XDP_PASS
     assert stat(dp, hook, 0, SEL, 0)["packets"] == 1
     assert stat(dp, hook, 0, SEL, 1)["packets"] == 0     # AND after false: skipped
@@ -81,10 +87,25 @@ def test_and_or_with_short_circuit(dp):
     assert stat(dp, hook, 1, ACT, 0)["packets"] == 1
     # (hit OR miss): miss is skipped, actions run
     apply(dp, 2, [HookPolicies(hook, "xdp", [
-        PolicySpec([hit, StageRef("service", miss.param, op="or")], [StageRef("drop")])])])
+        PolicySpec([hit, StageRef("mptcp_subtype", 5, op="or")], [StageRef("drop")])])])
     dp.clear_stats()
-    assert run(dp, "xdp", tcp4()).retval == XDP_DROP
+    assert run(dp, "xdp", MPC).retval == XDP_DROP
     assert stat(dp, hook, 0, SEL, 1)["packets"] == 0
+
+
+def test_builtin_selectors_decide_before_program_selectors_run(dp):
+    """A rule whose built-in terms do not hold never runs its program selectors."""
+    hook = HOOK_XDP
+    apply(dp, 1, [HookPolicies(hook, "xdp", [
+        PolicySpec([StageRef("service", encode_service([9999])), StageRef("mptcp_subtype", 0)],
+                   [StageRef("drop")]),
+        PolicySpec([StageRef("service", encode_service([80])), StageRef("mptcp_subtype", 0)],
+                   [StageRef("count")]),
+    ])])
+    assert run(dp, "xdp", MPC).retval == XDP_PASS
+    assert stat(dp, hook, 0, SEL, 1)["packets"] == 0
+    assert stat(dp, hook, 1, SEL, 1)["packets"] == 1
+    assert stat(dp, hook, 1, ACT, 0)["packets"] == 1
 
 
 def test_eight_selectors_and_eight_actions(dp):
@@ -93,6 +114,12 @@ def test_eight_selectors_and_eight_actions(dp):
     apply(dp, 3, [HookPolicies(hook, "xdp", [
         PolicySpec([sel] * 8, [StageRef("count")] * 8)])])
     assert run(dp, "xdp", tcp4()).retval == XDP_PASS
+    for s in range(8):
+        assert stat(dp, hook, 0, ACT, s)["packets"] == 1, s
+    apply(dp, 2, [HookPolicies(hook, "xdp", [
+        PolicySpec([StageRef("mptcp_subtype", 0)] * 8, [StageRef("count")] * 8)])])
+    dp.clear_stats()
+    assert run(dp, "xdp", MPC).retval == XDP_PASS
     for phase in (SEL, ACT):
         for s in range(8):
             assert stat(dp, hook, 0, phase, s)["packets"] == 1, (phase, s)

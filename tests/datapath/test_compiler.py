@@ -8,25 +8,52 @@ from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, compile_g
                                    encode_ip_pair, encode_mptcp_subtype, encode_service,
                                    encode_set_recv_win, encode_tcp2tuple, encode_tcp_opt_add)
 
-SLOTS = {("ip_pair", "xdp"): 1, ("count", "xdp"): 2, ("service", "tc"): 3, ("drop", "tc"): 4}
+SLOTS = {("mptcp_subtype", "xdp"): 1, ("count", "xdp"): 2, ("mptcp_subtype", "tc"): 3,
+         ("drop", "tc"): 4}
 
 
 def test_tables_and_params():
+    # policy 0: ip_pair(10.0.0.1/32, 10.0.1.0/24) OR mptcp_subtype 5 -> count 7
+    # policy 1: service 80 (either) -> count
     t = compile_generation(2, [HookPolicies(3, "xdp", [
         PolicySpec([StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "10.0.1.0/24")),
-                    StageRef("ip_pair", 5, op="or")], [StageRef("count", 7)], uid=42)])], SLOTS)
+                    StageRef("mptcp_subtype", 5, op="or")], [StageRef("count", 7)], uid=42),
+        PolicySpec([StageRef("service", encode_service([80]))], [StageRef("count")])])], SLOTS)
     p = abi.Policy.unpack(t.policies[abi.policy_index(2, 3, 0)])
-    assert p.selectors == [(1, abi.P_REF), (1, abi.P_OR | 5)] and p.actions == [(2, 7)]
-    assert p.uid == 42
-    assert abi.Policy.unpack(t.policies[abi.policy_index(2, 3, 1)]).selectors == []  # terminator
-    blob = t.params[abi.param_key(2, 3, 0, abi.PHASE_SEL, 0)]
-    assert len(blob) == 64 and blob[:3] == bytes([4, 32, 24])
+    assert p.selectors == [(0, 0), (1, abi.P_OR | 5)] and p.actions == [(2, 7)] and p.uid == 42
+    assert not t.params
+    # rules: 0 = ip_pair, 1 = mptcp_subtype (program), 2 = lport 80, 3 = rport 80
+    used, n, all_, plugin, absent, rule_policy = abi.HOOK_RULES.unpack(
+        t.hook_rules[abi.hook_rules_index(2, 3)])
+    assert n == 4 and abi.RULES.unpack(all_)[0] == 0b1111
+    assert abi.RULES.unpack(plugin)[0] == 0b0010
+    assert list(rule_policy[:4]) == [0, 0, 1, 1]
+    assert used == sum(1 << d for d in (3, 4, 5, 6))        # laddr raddr lport rport
+    terms = t.rule_terms[abi.rule_index(2, 3, 1)]
+    assert terms[2:4] == bytes([1, abi.P_OR | 5]) and terms[:2] == b"\0\0"
+    # the two prefixes and the port keys lead to classes whose rows hold their rules
+    rows = {abi.CLASS.unpack(v)[0]: abi.RULES.unpack(t.rows[abi.row_index(2, abi.CLASS.unpack(v)[0])])[0]
+            for v in list(t.prefixes.values()) + list(t.keys.values())}
+    assert len(t.prefixes) == 2 and len(t.keys) == 2
+    lport80 = abi.KEY.pack(2, 3, 5, 0, (80).to_bytes(2, "big"), b"\0\0", bytes(16), bytes(16))
+    assert rows[abi.CLASS.unpack(t.keys[lport80])[0]] & 0b1111 == 0b0111   # not rport's rule
+    local = abi.PREFIX_KEY.pack(32 + 32, 2, 3, 3, 4, bytes([10, 0, 0, 1]) + bytes(12))
+    assert local in t.prefixes
+
+
+def test_rules_per_hook_are_limited():
+    many = [PolicySpec([StageRef("service", encode_service([p]))], [StageRef("count")])
+            for p in range(1, 129)]             # mode either: 2 rules each, 256 in all
+    compile_generation(0, [HookPolicies(0, "xdp", many)], SLOTS)
+    many[-1].selectors.append(StageRef("mptcp_subtype", 5, op="or"))
+    with pytest.raises(ValueError, match="policy 127 brings the hook to 257 rules"):
+        compile_generation(0, [HookPolicies(0, "xdp", many)], SLOTS)
 
 
 @pytest.mark.parametrize("call,msg", [
     (lambda: encode_ip_pair("10.0.0.1/33"), "not an address"),
     (lambda: encode_ip_pair("10.0.0.1/32", "fd00::/8"), "different families"),
-    (lambda: encode_service([]), "1..15"),
+    (lambda: encode_service([]), "at least one"),
     (lambda: encode_service([(90, 80)]), "empty"),
     (lambda: encode_service([70000]), "not a port"),
     (lambda: encode_mptcp_subtype("nope"), "unknown subtype"),
@@ -40,15 +67,16 @@ def test_encoder_errors(call, msg):
 
 
 @pytest.mark.parametrize("hooks,msg", [
-    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("service")], [])])], "no xdp program"),
+    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("mine")], [])])], "no xdp program"),
+    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("service", 3)], [])])], "takes its entries"),
     ([HookPolicies(0, "xdp", [PolicySpec([], [StageRef("count", 64)])])], "out of range 0..63"),
     ([HookPolicies(0, "xdp", [PolicySpec([], [StageRef("count", b"x" * 65)])])], "at most 64"),
     ([HookPolicies(0, "xdp", [PolicySpec()])], "at least one"),
-    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("ip_pair")] * 9, [])])], "at most 8"),
-    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("ip_pair")] * 8, [StageRef("count")])] * 4)],
+    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("mptcp_subtype")] * 9, [])])], "at most 8"),
+    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("mptcp_subtype")] * 8, [StageRef("count")])] * 4)],
      "may run 33 stages"),
     ([HookPolicies(0, "bogus", [])], "unknown hook kind"),
-    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("ip_pair", op="xor")], [])])], "op must be"),
+    ([HookPolicies(0, "xdp", [PolicySpec([StageRef("mptcp_subtype", op="xor")], [])])], "op must be"),
 ])
 def test_compile_errors(hooks, msg):
     with pytest.raises(ValueError, match=msg):

@@ -1,4 +1,4 @@
-"""Turn one generation's policies into emptcp_policies / emptcp_params entries.
+"""Turn one generation's policies into the tables a packet reads.
 
 Pure Python, no kernel access::
 
@@ -8,24 +8,32 @@ Pure Python, no kernel access::
                    actions=[StageRef("count"), StageRef("set_recv_win", encode_set_recv_win(5000))]),
     ])]
     tables = compile_generation(1, hooks, slots={("ip_pair", "xdp"): 1, ...})
-    tables.policies   # {index: 36-byte struct emptcp_policy}
+    tables.policies   # {index: 36-byte struct emptcp_policy}: actions, program selectors
     tables.params     # {key: 64-byte blob}
+    tables.keys, tables.prefixes, tables.rows, tables.hook_rules, tables.rule_terms
+                      # classification of the built-in selectors (docs/datapath-v2.md)
 
-A parameter is an ``int`` (immediate, 0..63, stored in the context) or
-``bytes`` (at most 64, stored by reference in emptcp_params).  The encoders
+A built-in selector (:data:`emptcp.chain.sets.CLASSIFIED`) takes a
+:class:`~emptcp.chain.sets.SetParam`: its entries become keys whose *class* (the
+sets that contain them) selects a *row* of the hook's *rules* (the DNF clauses of
+its policies, :mod:`emptcp.chain.classify`). Any other stage's parameter is an
+``int`` (immediate, 0..63, stored in the context) or ``bytes`` (at most 64, stored
+by reference in emptcp_params).  The encoders
 of the built-in stages are at the bottom, in one place; they raise
 ValueError with a message that names the stage and the bad value.
 """
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
 from .. import abi
+from . import classify
+from .sets import (CLASSIFIED, DIM_NUMBERS, PREFIX_DIMS, SetParam, ip_pair_set,
+                   prefix_contains, service_set, tcp2tuple_set, tcp4tuple_set)
 
-Param = Union[int, bytes, None]
+Param = Union[int, bytes, SetParam, None]
 
 __all__ = ["StageRef", "PolicySpec", "HookPolicies", "CompiledTables", "compile_generation",
            "hook_type", "worst_case_stages", "ENCODERS", "encode_ip_pair", "encode_tcp4tuple",
@@ -59,6 +67,11 @@ class CompiledTables:
     gen: int
     policies: dict[int, bytes] = field(default_factory=dict)
     params: dict[int, bytes] = field(default_factory=dict)
+    keys: dict[bytes, bytes] = field(default_factory=dict)        # emptcp_keys
+    prefixes: dict[bytes, bytes] = field(default_factory=dict)    # emptcp_prefixes
+    rows: dict[int, bytes] = field(default_factory=dict)          # emptcp_rows
+    hook_rules: dict[int, bytes] = field(default_factory=dict)    # emptcp_hook_rules
+    rule_terms: dict[int, bytes] = field(default_factory=dict)    # emptcp_rule_terms
 
 
 def hook_type(kind: str) -> str:
@@ -69,13 +82,34 @@ def hook_type(kind: str) -> str:
 
 
 def worst_case_stages(policies: Iterable[PolicySpec]) -> int:
-    """Most stages one packet can run: all selectors of the policies before and
-    including the one that matches, plus that policy's actions."""
+    """Most tail calls one packet can make after the entry: the program selectors
+    of every candidate rule tried before the winner (each may fail on its last
+    one), the winner's, then its policy's actions. Built-in selectors cost none:
+    the entry classifies by them."""
+    pols = list(policies)
     worst = seen = 0
-    for p in policies:
-        seen += len(p.selectors)
-        worst = max(worst, seen + len(p.actions))
+    for rule in classify.rules_of([_shape(p) for p in pols]):
+        seen += sum(1 for t in rule.terms if t.dim == classify.PLUGIN)
+        worst = max(worst, seen + len(pols[rule.policy].actions))
     return worst
+
+
+def _is_set(ref: StageRef) -> bool:
+    return isinstance(ref.param, SetParam)
+
+
+def _shape(p: PolicySpec) -> classify.Policy:
+    """A policy's selectors as classify sees them, every set a distinct id (enough to
+    count rules and program-selector terms)."""
+    sels = []
+    for si, ref in enumerate(p.selectors):
+        if isinstance(ref.param, SetParam):
+            terms = tuple(tuple(classify.Term(d, si) for d, _ in alt)
+                          for alt in ref.param.alternatives)
+        else:
+            terms = ((classify.Term(classify.PLUGIN, si),),)
+        sels.append(classify.Selector(terms, ref.op.lower() if si else "and"))
+    return classify.Policy(tuple(sels))
 
 
 def _stage_byte(where: str, ref: StageRef, selector: bool, first: bool) -> tuple[int, bytes | None]:
@@ -103,12 +137,14 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
     """Compile every hook's policies for generation ``gen``.
 
     ``slots`` maps (stage name, "xdp"|"tc") to the prog-array slot (1..255)
-    where that stage's program is installed in this generation.
+    where that stage's program is installed in this generation (built-in
+    selectors need none: they are classified by the entry).
     """
     if not 0 <= gen < abi.MAX_GEN:
         raise ValueError(f"generation {gen} out of range 0..{abi.MAX_GEN - 1}")
     out = CompiledTables(gen)
     seen_hooks: set[int] = set()
+    classes = _Classes(gen)
     for h in hooks:
         if not 0 <= h.hook_id < abi.MAX_HOOKS:
             raise ValueError(f"hook id {h.hook_id} out of range 0..{abi.MAX_HOOKS - 1}")
@@ -118,16 +154,17 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
         htype = hook_type(h.kind)
         if len(h.policies) > abi.MAX_POLICIES:
             raise ValueError(f"hook {h.hook_id}: {len(h.policies)} policies, at most {abi.MAX_POLICIES}")
-        worst = worst_case_stages(h.policies)
-        if worst > abi.MAX_TAIL_CALLS:
-            raise ValueError(f"hook {h.hook_id} ({h.kind}): a packet may run {worst} stages "
-                             f"(selectors of earlier policies + actions); the kernel allows "
-                             f"{abi.MAX_TAIL_CALLS} after the entry's tail call")
+        if not h.policies:
+            continue
+        sets = _HookSets()
+        shapes: list[classify.Policy] = []
+        terms: dict[tuple[int, int], tuple[int, int]] = {}   # (policy, selector) -> stage
         for pi, pol in enumerate(h.policies):
             if not pol.selectors and not pol.actions:
                 raise ValueError(f"hook {h.hook_id} policy {pi}: needs at least one selector "
-                                 "or action (an empty record ends the list)")
+                                 "or action")
             stages: dict[str, list[tuple[int, int]]] = {"sel": [], "act": []}
+            sels: list[classify.Selector] = []
             for phase, key, refs in ((abi.PHASE_SEL, "sel", pol.selectors),
                                      (abi.PHASE_ACT, "act", pol.actions)):
                 if len(refs) > abi.MAX_STAGES:
@@ -136,6 +173,18 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
                                      f"at most {abi.MAX_STAGES}")
                 for si, ref in enumerate(refs):
                     where = f"hook {h.hook_id} policy {pi} {key} {si} ({ref.name})"
+                    op = ref.op.lower()
+                    if op not in ("and", "or"):
+                        raise ValueError(f"{where}: op must be 'and' or 'or', not {ref.op!r}")
+                    if key == "sel" and isinstance(ref.param, SetParam):
+                        sels.append(classify.Selector(tuple(
+                            tuple(classify.Term(d, sets.intern(d, e)) for d, e in alt)
+                            for alt in ref.param.alternatives), op if si else "and"))
+                        stages[key].append((0, 0))
+                        continue
+                    if key == "sel" and ref.name in CLASSIFIED:
+                        raise ValueError(f"{where}: a built-in selector takes its entries "
+                                         f"(emptcp.chain.sets), not {type(ref.param).__name__}")
                     slot = slots.get((ref.name, htype))
                     if slot is None:
                         raise ValueError(f"{where}: no {htype} program installed for stage "
@@ -144,90 +193,151 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
                         raise ValueError(f"{where}: slot {slot} out of range 1..255")
                     pbyte, blob = _stage_byte(where, ref, key == "sel", si == 0)
                     stages[key].append((slot, pbyte))
+                    if key == "sel":
+                        terms[(pi, si)] = (slot, pbyte)
+                        sels.append(classify.Selector(
+                            ((classify.Term(classify.PLUGIN, si),),), op if si else "and"))
                     if blob is not None:
                         out.params[abi.param_key(gen, h.hook_id, pi, phase, si)] = blob
+            shapes.append(classify.Policy(tuple(sels)))
             out.policies[abi.policy_index(gen, h.hook_id, pi)] = abi.Policy(
                 stages["sel"], stages["act"], pol.uid).pack()
-        # the terminator: an explicit empty record after the last policy
-        if len(h.policies) < abi.MAX_POLICIES:
-            out.policies[abi.policy_index(gen, h.hook_id, len(h.policies))] = abi.Policy().pack()
+        try:
+            tables = classify.build_tables(shapes)
+        except ValueError as e:
+            raise ValueError(f"hook {h.hook_id} ({h.kind}): {e}") from None
+        worst = worst_case_stages(h.policies)
+        if worst > abi.MAX_TAIL_CALLS:
+            raise ValueError(f"hook {h.hook_id} ({h.kind}): a packet may run {worst} stages "
+                             f"(program selectors of the rules tried + actions); the kernel "
+                             f"allows {abi.MAX_TAIL_CALLS} after the entry's tail call")
+        _write_rules(out, gen, h.hook_id, tables, terms, sets, classes)
     return out
+
+
+class _HookSets:
+    """The distinct sets of one hook, per dimension: (dim, entries) -> set id."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[str, frozenset], int] = {}
+
+    def intern(self, dim: str, entries: frozenset) -> int:
+        return self.ids.setdefault((dim, entries), len(self.ids))
+
+    def of(self, dim: str) -> list[tuple[int, frozenset]]:
+        return [(i, e) for (d, e), i in self.ids.items() if d == dim]
+
+
+class _Classes:
+    """Class ids of one generation: (hook, dim, sets) -> 1..MAX_CLASSES-1."""
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.ids: dict[tuple[int, str, frozenset[int]], int] = {}
+
+    def intern(self, hook: int, dim: str, sets: frozenset[int]) -> tuple[int, bool]:
+        key = (hook, dim, sets)
+        if key in self.ids:
+            return self.ids[key], False
+        if len(self.ids) + 1 >= abi.MAX_CLASSES:
+            raise ValueError(f"more than {abi.MAX_CLASSES - 1} distinct key classes in one "
+                             "generation (combinations of sets that share keys)")
+        self.ids[key] = len(self.ids) + 1
+        return self.ids[key], True
+
+
+def _key_classes(dim: str, sets: list[tuple[int, frozenset]]) -> dict:
+    """Every key (or stored prefix) of ``dim`` -> the set ids it belongs to."""
+    member: dict = {}
+    if dim in PREFIX_DIMS:
+        prefixes = {p for _, e in sets for p in e}
+        for p in prefixes:
+            member[p] = frozenset(sid for sid, e in sets
+                                  if any(prefix_contains(q, p) for q in e))
+        return member
+    for sid, e in sets:
+        for k in e:
+            member.setdefault(k, set()).add(sid)
+    return {k: frozenset(v) for k, v in member.items()}
+
+
+def _pack_key(gen: int, hook: int, dim: str, k) -> bytes:
+    n = DIM_NUMBERS[dim]
+    z16, p = bytes(16), lambda port: port.to_bytes(2, "big")
+    if dim == "flow":
+        fam, la, lp, ra, rp = k
+        return abi.KEY.pack(gen, hook, n, fam, p(lp), p(rp), la, ra)
+    if dim == "ports":
+        return abi.KEY.pack(gen, hook, n, 0, p(k[0]), p(k[1]), z16, z16)
+    if dim == "addrs":
+        fam, la, ra = k
+        return abi.KEY.pack(gen, hook, n, fam, b"\0\0", b"\0\0", la, ra)
+    if dim == "lport":
+        return abi.KEY.pack(gen, hook, n, 0, p(k), b"\0\0", z16, z16)
+    if dim == "rport":
+        return abi.KEY.pack(gen, hook, n, 0, b"\0\0", p(k), z16, z16)
+    fam, plen, addr = k                                   # laddr / raddr
+    return abi.PREFIX_KEY.pack(abi.PREFIX_HDR_BITS + plen, gen, hook, n, fam, addr)
+
+
+def _write_rules(out: CompiledTables, gen: int, hook: int, tables: classify.Tables,
+                 terms: Mapping[tuple[int, int], tuple[int, int]], sets: _HookSets,
+                 classes: _Classes) -> None:
+    """The classification tables of one hook: keys -> classes -> rows, the hook's
+    rule header, and the program selectors of each rule that has some."""
+    for dim in tables.used:
+        if dim == classify.PLUGIN:
+            continue
+        table = out.prefixes if dim in PREFIX_DIMS else out.keys
+        for k, member in _key_classes(dim, sets.of(dim)).items():
+            cls, new = classes.intern(hook, dim, member)
+            if new:
+                out.rows[abi.row_index(gen, cls)] = abi.pack_rules(tables.row(dim, member))
+            table[_pack_key(gen, hook, dim, k)] = abi.CLASS.pack(cls)
+    n = len(tables.rules)
+    plugin = 0
+    rule_policy = bytearray(abi.MAX_RULES)
+    for r, rule in enumerate(tables.rules):
+        rule_policy[r] = rule.policy
+        positions = sorted(t.set_id for t in rule.terms if t.dim == classify.PLUGIN)
+        if positions:
+            plugin |= 1 << r
+            sel = bytearray(2 * abi.MAX_STAGES)
+            for si in positions:
+                sel[2 * si:2 * si + 2] = bytes(terms[(rule.policy, si)])
+            out.rule_terms[abi.rule_index(gen, hook, r)] = abi.RULE_TERMS.pack(bytes(sel))
+    used = sum(1 << DIM_NUMBERS[d] for d in tables.used if d in DIM_NUMBERS)
+    absent = b"".join(abi.pack_rules(tables.absent[d]) if d in tables.used
+                      else abi.pack_rules((1 << n) - 1) for d in DIM_NUMBERS)
+    out.hook_rules[abi.hook_rules_index(gen, hook)] = abi.HOOK_RULES.pack(
+        used, n, abi.pack_rules((1 << n) - 1), abi.pack_rules(plugin), absent, bytes(rule_policy))
 
 
 # ---- parameter encoders of the built-in stages ------------------------------
 
-def _net(stage: str, what: str, text: str):
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError as e:
-        raise ValueError(f"{stage}: {what} {text!r} is not an address/prefix: {e}") from None
+def encode_ip_pair(local: str | list[str] | None = "0.0.0.0/0",
+                   remote: str | list[str] | None = "0.0.0.0/0") -> SetParam:
+    """local/remote "addr/prefix" (or lists of them, IPv4 and/or IPv6); prefix 0 = any."""
+    return ip_pair_set(local, remote)
 
 
-def _addr(stage: str, what: str, text: str):
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError as e:
-        raise ValueError(f"{stage}: {what} {text!r} is not an address: {e}") from None
-
-
-def _port(stage: str, what: str, p: int) -> int:
-    if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535:
-        raise ValueError(f"{stage}: {what} {p!r} is not a port (0..65535)")
-    return p
-
-
-def _packed(a) -> bytes:
-    return a.packed.ljust(16, b"\0")
-
-
-def encode_ip_pair(local: str = "0.0.0.0/0", remote: str = "0.0.0.0/0") -> bytes:
-    """local/remote "addr/prefix" (IPv4 or IPv6, same family); prefix 0 = any."""
-    lo, re_ = _net("ip_pair", "local", local), _net("ip_pair", "remote", remote)
-    if lo.version != re_.version:
-        raise ValueError(f"ip_pair: local {local!r} and remote {remote!r} are different families")
-    return struct.pack("<BBBx16s16s", lo.version, lo.prefixlen, re_.prefixlen,
-                       _packed(lo.network_address), _packed(re_.network_address))
-
-
-def encode_tcp4tuple(local: str, local_port: int, remote: str, remote_port: int) -> bytes:
-    la, ra = _addr("tcp4tuple", "local", local), _addr("tcp4tuple", "remote", remote)
-    if la.version != ra.version:
-        raise ValueError("tcp4tuple: local and remote addresses are different families")
-    return struct.pack("!BBHH2x", la.version, 0, _port("tcp4tuple", "local_port", local_port),
-                       _port("tcp4tuple", "remote_port", remote_port)) + _packed(la) + _packed(ra)
+def encode_tcp4tuple(local: str, local_port: int, remote: str, remote_port: int) -> SetParam:
+    return tcp4tuple_set([(local, local_port, remote, remote_port)])
 
 
 def encode_tcp2tuple(*, ports: tuple[int, int] | None = None,
-                     addrs: tuple[str, str] | None = None) -> bytes:
+                     addrs: tuple[str, str] | None = None) -> SetParam:
     """Either ports=(local_port, remote_port) or addrs=(local, remote)."""
     if (ports is None) == (addrs is None):
         raise ValueError("tcp2tuple: give exactly one of ports=(local, remote) or addrs=(local, remote)")
-    if ports is not None:
-        lp, rp = (_port("tcp2tuple", w, p) for w, p in zip(("local port", "remote port"), ports))
-        return struct.pack("!BBHH2x", 0, 1, lp, rp) + b"\0" * 32
-    la, ra = _addr("tcp2tuple", "local", addrs[0]), _addr("tcp2tuple", "remote", addrs[1])
-    if la.version != ra.version:
-        raise ValueError("tcp2tuple: local and remote addresses are different families")
-    return struct.pack("!BBHH2x", la.version, 2, 0, 0) + _packed(la) + _packed(ra)
+    return (tcp2tuple_set(ports=[ports]) if ports is not None
+            else tcp2tuple_set(addrs=[addrs]))  # type: ignore[list-item]
 
 
-def encode_service(ranges: Iterable, mode: str = "either") -> bytes:
-    """Ports or (lo, hi) inclusive ranges, at most 15; mode "either" (source or
-    destination port) or "local" (the local port only)."""
-    modes = {"either": 0, "local": 1}
-    if mode not in modes:
-        raise ValueError(f"service: mode must be 'either' or 'local', not {mode!r}")
-    rs = []
-    for r in ranges:
-        lo, hi = (r, r) if isinstance(r, int) else tuple(r)
-        lo, hi = _port("service", "range start", lo), _port("service", "range end", hi)
-        if lo > hi:
-            raise ValueError(f"service: range {lo}-{hi} is empty")
-        rs.append((lo, hi))
-    if not 1 <= len(rs) <= 15:
-        raise ValueError(f"service: needs 1..15 port ranges, got {len(rs)}")
-    body = b"".join(struct.pack("<HH", lo, hi) for lo, hi in rs)
-    return struct.pack("<BB2x", len(rs), modes[mode]) + body
+def encode_service(ranges: Iterable, mode: str = "either") -> SetParam:
+    """Ports or (lo, hi) inclusive ranges; mode "either" (source or destination port)
+    or "local" (the local port only)."""
+    return service_set(ranges, mode)
 
 
 MPTCP_SUBTYPES = abi.MPTCP_SUBTYPE_NUMBERS

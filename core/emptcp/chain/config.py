@@ -37,6 +37,7 @@ from typing import Any, Mapping
 from ..abi import LIMITS, P_IMM_MASK, PARAM_SIZE
 from ..errors import ConfigError, PluginError
 from .model import AND, OR, Config, Hook, Policy, Stage, _FIRST_PARAM
+from .sets import SetParam
 from .stages import HOOKS, StageSpec, validate_params
 
 __all__ = ["load_file", "parse_text", "resolve", "Resolved", "ResolvedHook", "ResolvedPolicy",
@@ -356,17 +357,28 @@ def resolve(cfg: Config, stages: Mapping[str, StageSpec], loc: _Locator | None =
 
 
 def _check_tail_calls(hook: ResolvedHook, loc: _Locator, cfg: Config) -> None:
-    evaluated = 0
+    """Program selectors of the rules a packet may try, plus the winner's actions,
+    within the kernel's tail-call limit; rules within EMPTCP_MAX_RULES."""
+    from .compiler import PolicySpec, StageRef, worst_case_stages
+
+    def spec(p: ResolvedPolicy) -> PolicySpec:
+        return PolicySpec([StageRef(s.spec.name, s.encoded, s.op) for s in p.selectors],
+                          [StageRef(a.spec.name, a.encoded) for a in p.actions])
+    specs: list[PolicySpec] = []
     for p in hook.policies:
-        evaluated += len(p.selectors)
-        worst = evaluated + len(p.actions)
+        specs.append(spec(p))
+        idx = next(i for i, q in enumerate(cfg.policies) if q.name == p.name)
+        try:
+            worst = worst_case_stages(specs)
+        except ValueError as e:      # more rules than a hook holds
+            raise ConfigError(f"on hook '{hook.name}' policy '{p.name}': {e}",
+                              loc.where("policy", idx)) from None
         if worst > LIMITS["tail_calls"]:
-            idx = next(i for i, q in enumerate(cfg.policies) if q.name == p.name)
             raise ConfigError(
                 f"on hook '{hook.name}' a packet reaching policy '{p.name}' may need {worst} "
-                f"tail calls (selectors of every earlier policy + this chain); the kernel allows "
-                f"{LIMITS['tail_calls']}: move policies to another hook or merge selectors",
-                loc.where("policy", idx))
+                f"tail calls (program selectors of every rule tried before + this chain); the "
+                f"kernel allows {LIMITS['tail_calls']}: move policies to another hook or use "
+                "built-in selectors (classified without tail calls)", loc.where("policy", idx))
 
 
 def _resolve_stage(stage: Stage, kind: str, hook: ResolvedHook, cfg: Config,
@@ -414,7 +426,9 @@ def _resolve_stage(stage: Stage, kind: str, hook: ResolvedHook, cfg: Config,
     except Exception as e:  # a plugin's encoder failing is the plugin's fault
         raise PluginError(spec.plugin, f"encoding parameters of '{spec.name}' raised "
                           f"{type(e).__name__}: {e}", spec.distribution) from None
-    if isinstance(encoded, int) and not isinstance(encoded, bool):
+    if isinstance(encoded, SetParam) and spec.plugin == "builtin":
+        pass    # a built-in selector's entries, classified by the entry program
+    elif isinstance(encoded, int) and not isinstance(encoded, bool):
         if not 0 <= encoded <= P_IMM_MASK:
             raise PluginError(spec.plugin, f"stage '{spec.name}' encoded an immediate "
                               f"{encoded} outside 0..{P_IMM_MASK}", spec.distribution)

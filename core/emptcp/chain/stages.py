@@ -30,7 +30,7 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-_TYPES = ("int", "bool", "str", "port", "ports", "cidr", "ip", "iface", "list")
+_TYPES = ("int", "bool", "str", "port", "ports", "cidr", "cidrs", "ip", "iface", "list")
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class Param:
     """One parameter of a stage.
 
     ``type``: int | bool | str | port (0..65535) | ports (list of ports or
-    "lo-hi" ranges) | cidr (IPv4/IPv6 prefix) | ip | iface (an interface name) |
-    list. ``min``/``max`` bound ints; ``choices`` restricts values.
+    "lo-hi" ranges) | cidr (IPv4/IPv6 prefix) | cidrs (one prefix or a list) | ip |
+    iface (an interface name) | list. ``min``/``max`` bound ints; ``choices`` restricts values.
     """
     name: str
     type: str = "int"
@@ -80,6 +80,17 @@ class Param:
                 value = str(ipaddress.ip_network(str(value), strict=False))
             except ValueError:
                 raise bad(f"{value!r} is not an IPv4/IPv6 address or prefix") from None
+        elif t == "cidrs":
+            items = value if isinstance(value, list) else [value]
+            if not items:
+                raise bad("expected an address/prefix or a non-empty list of them")
+            out = []
+            for v in items:
+                try:
+                    out.append(str(ipaddress.ip_network(str(v), strict=False)))
+                except ValueError:
+                    raise bad(f"{v!r} is not an IPv4/IPv6 address or prefix") from None
+            value = out if isinstance(value, list) else out[0]
         elif t == "ip":
             try:
                 value = str(ipaddress.ip_address(str(value)))

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from .. import object_dir
 from ..errors import ConfigError
+from ..chain.sets import SetParam, ip_pair_set, service_set, tcp2tuple_set, tcp4tuple_set
 from ..chain.stages import HOOKS, Param, StageSpec
 from .hookspec import hookimpl
 
@@ -25,32 +26,63 @@ def _cc():
     return chain_compiler
 
 
-def enc_ip_pair(p: dict[str, Any]) -> bytes:
+def enc_ip_pair(p: dict[str, Any]) -> SetParam:
     local, remote = p.get("local_addr"), p.get("remote_addr")
     if not local and not remote:
         raise ConfigError("ip_pair needs local_addr and/or remote_addr")
-    v6 = ":" in (local or remote)
-    anyn = "::/0" if v6 else "0.0.0.0/0"
-    return _cc().encode_ip_pair(local or anyn, remote or anyn)
+    return ip_pair_set(local, remote)
 
 
-def enc_tcp4tuple(p: dict[str, Any]) -> bytes:
-    return _cc().encode_tcp4tuple(p["local_addr"], p["local_port"], p["remote_addr"],
-                                  p["remote_port"])
+_TUPLE_KEYS = ("local_addr", "local_port", "remote_addr", "remote_port")
 
 
-def enc_tcp2tuple(p: dict[str, Any]) -> bytes:
-    ports = (p.get("local_port"), p.get("remote_port"))
-    addrs = (p.get("local_addr"), p.get("remote_addr"))
-    has_p, has_a = any(x is not None for x in ports), any(x is not None for x in addrs)
-    if has_p == has_a or None in (ports if has_p else addrs):
-        raise ConfigError("tcp2tuple takes either local_port and remote_port, or "
-                          "local_addr and remote_addr")
-    return _cc().encode_tcp2tuple(ports=ports) if has_p else _cc().encode_tcp2tuple(addrs=addrs)
+def _entries(stage: str, p: dict[str, Any], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The entries of a set-valued selector: the single-entry parameters, or
+    ``entries`` (a list of tables with the same keys) -- not both."""
+    single = {k: p.get(k) for k in keys if p.get(k) is not None}
+    listed = p.get("entries")
+    if listed is not None and single:
+        raise ConfigError(f"{stage}: give either {', '.join(single)} or entries, not both")
+    if listed is None:
+        return [single]
+    for i, e in enumerate(listed):
+        if not isinstance(e, dict):
+            raise ConfigError(f"{stage}: entries[{i}] is not a table like "
+                              f"{{ {', '.join(f'{k} = ...' for k in keys)} }}")
+        extra = sorted(set(e) - set(keys))
+        if extra:
+            raise ConfigError(f"{stage}: entries[{i}] has unknown keys {extra} "
+                              f"(expected {', '.join(keys)})")
+    return listed
 
 
-def enc_service(p: dict[str, Any]) -> bytes:
-    return _cc().encode_service(p["ports"], p.get("mode", "either"))
+def enc_tcp4tuple(p: dict[str, Any]) -> SetParam:
+    rows = _entries("tcp4tuple", p, _TUPLE_KEYS)
+    for i, e in enumerate(rows):
+        missing = [k for k in _TUPLE_KEYS if e.get(k) is None]
+        if missing:
+            raise ConfigError(f"tcp4tuple: entry {i} lacks {', '.join(missing)}")
+    return tcp4tuple_set([tuple(e[k] for k in _TUPLE_KEYS) for e in rows])
+
+
+def enc_tcp2tuple(p: dict[str, Any]) -> SetParam:
+    rows = _entries("tcp2tuple", p, _TUPLE_KEYS)
+    ports, addrs = [], []
+    for e in rows:
+        pr = (e.get("local_port"), e.get("remote_port"))
+        ad = (e.get("local_addr"), e.get("remote_addr"))
+        has_p, has_a = any(x is not None for x in pr), any(x is not None for x in ad)
+        if has_p == has_a or None in (pr if has_p else ad):
+            raise ConfigError("tcp2tuple takes either local_port and remote_port, or "
+                              "local_addr and remote_addr")
+        (ports if has_p else addrs).append(pr if has_p else ad)
+    if ports and addrs:
+        raise ConfigError("tcp2tuple: one selector holds port pairs or address pairs, not both")
+    return tcp2tuple_set(ports=ports) if ports else tcp2tuple_set(addrs=addrs)
+
+
+def enc_service(p: dict[str, Any]) -> SetParam:
+    return service_set(p["ports"], p.get("mode", "either"))
 
 
 def enc_redirect(p: dict[str, Any]) -> bytes:
@@ -85,9 +117,9 @@ def _none(p: dict[str, Any]) -> int:
     return 0
 
 
-def _encoder(name: str, fn: Callable[[dict[str, Any]], int | bytes]):
+def _encoder(name: str, fn: Callable[[dict[str, Any]], Any]):
     """Turn the encoders' ValueError into a ConfigError naming the stage."""
-    def encode(params: dict[str, Any]) -> int | bytes:
+    def encode(params: dict[str, Any]) -> Any:
         try:
             return fn(params)
         except ValueError as e:
@@ -116,19 +148,24 @@ _STAGES: list[tuple[str, str, bool, tuple[Param, ...], Callable, str]] = [
             description="MPTCP subtype (kind 30), -1 for any")),
      enc_tcp_opt_del, "remove matching TCP options, shrinking the header"),
     ("ip_pair", "selector", False,
-     (Param("local_addr", "cidr", default=None, description="local address/prefix"),
-      Param("remote_addr", "cidr", default=None, description="remote address/prefix")),
-     enc_ip_pair, "local and remote addresses in prefixes (TCP)"),
+     (Param("local_addr", "cidrs", default=None, description="local address/prefix (or a list)"),
+      Param("remote_addr", "cidrs", default=None,
+            description="remote address/prefix (or a list)")),
+     enc_ip_pair, "local and remote addresses in sets of prefixes (TCP)"),
     ("tcp4tuple", "selector", False,
-     (Param("local_addr", "ip"), Param("local_port", **_PORT),
-      Param("remote_addr", "ip"), Param("remote_port", **_PORT)),
-     enc_tcp4tuple, "exactly one TCP connection, seen from this host"),
+     (Param("local_addr", "ip", default=None), Param("local_port", "port", default=None),
+      Param("remote_addr", "ip", default=None), Param("remote_port", "port", default=None),
+      Param("entries", "list", default=None,
+            description="many connections: [{local_addr, local_port, remote_addr, remote_port}]")),
+     enc_tcp4tuple, "TCP connections seen from this host (one, or a set: hash lookup)"),
     ("tcp2tuple", "selector", False,
      (Param("local_addr", "ip", default=None), Param("remote_addr", "ip", default=None),
-      Param("local_port", "port", default=None), Param("remote_port", "port", default=None)),
-     enc_tcp2tuple, "two ports or two addresses of a TCP connection"),
+      Param("local_port", "port", default=None), Param("remote_port", "port", default=None),
+      Param("entries", "list", default=None,
+            description="many pairs: [{local_port, remote_port}] or [{local_addr, remote_addr}]")),
+     enc_tcp2tuple, "two ports or two addresses of a TCP connection (one pair or a set)"),
     ("service", "selector", False,
-     (Param("ports", "ports", description="ports and 'lo-hi' ranges (at most 15)"),
+     (Param("ports", "ports", description="ports and 'lo-hi' ranges"),
       Param("mode", "str", default="either", choices=("either", "local"),
             description="either: source or destination port; local: the local port")),
      enc_service, "TCP port in a set of ranges"),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import builtin_object
 from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS,
                    SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
+from ..chain.sets import SetParam
 from ..errors import EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
 from ..bpf.maps import Map, MapType
@@ -212,6 +213,8 @@ class Engine:
         for hook in resolved.hooks.values():
             for p in hook.policies:
                 for s in p.selectors + p.actions:
+                    if isinstance(s.encoded, SetParam):
+                        continue   # classified by the entry program: nothing to load
                     t = HOOK_TYPE[hook.type]
                     need.setdefault(s.spec.object, {})[(t, s.spec.name)] = s.spec
         return {path: [(t, spec) for (t, _), spec in sorted(d.items())]

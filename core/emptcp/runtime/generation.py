@@ -11,7 +11,7 @@ map update (:meth:`GenerationWriter.flip`); see docs/abi.md sections 4-5::
     w = GenerationWriter(maps)                 # {name: emptcp.Map} of abi.SHARED_MAPS
     w.clear(gen, previous_written)             # exactly what the last writer of gen wrote
     slots = w.install(gen, {("xdp", "count"): prog_fd, ...})
-    written = w.write(gen, hooks, slots)       # policies + parameter blobs (chain.compiler)
+    written = w.write(gen, hooks, slots)       # policies, parameter blobs, classification
     w.flip(gen)
 """
 from __future__ import annotations
@@ -45,14 +45,21 @@ class Written:
     policies: list[int] = field(default_factory=list)
     params: list[int] = field(default_factory=list)
     slots: dict[str, int] = field(default_factory=dict)   # program type -> highest slot
+    #: classification: hook-rules and rule-terms indices, rows written (classes 1..rows);
+    #: keys and prefixes carry their generation and are found by scanning
+    hook_rules: list[int] = field(default_factory=list)
+    rule_terms: list[int] = field(default_factory=list)
+    rows: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"policies": self.policies, "params": self.params, "slots": self.slots}
+        return {"policies": self.policies, "params": self.params, "slots": self.slots,
+                "hook_rules": self.hook_rules, "rule_terms": self.rule_terms, "rows": self.rows}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Written":
         return cls(list(d.get("policies", [])), list(d.get("params", [])),
-                   dict(d.get("slots", {})))
+                   dict(d.get("slots", {})), list(d.get("hook_rules", [])),
+                   list(d.get("rule_terms", [])), int(d.get("rows", 0)))
 
 
 class GenerationWriter:
@@ -78,9 +85,24 @@ class GenerationWriter:
         if written is None:
             written = Written(
                 [abi.policy_index(gen, 0, 0) + i for i in range(abi.MAX_HOOKS * abi.MAX_POLICIES)],
-                self._param_keys_of(gen), {t: abi.SLOTS_PER_GEN - 1 for t in PROG_ARRAYS})
+                self._param_keys_of(gen), {t: abi.SLOTS_PER_GEN - 1 for t in PROG_ARRAYS},
+                [abi.hook_rules_index(gen, h) for h in range(abi.MAX_HOOKS)], [],
+                abi.MAX_CLASSES - 1)
         if not programs:
-            written = Written(written.policies, written.params, {})
+            written = Written(written.policies, written.params, {}, written.hook_rules,
+                              written.rule_terms, written.rows)
+        # the hook headers first: from here on no packet of this generation classifies
+        self._zero("emptcp_hook_rules", written.hook_rules, abi.HOOK_RULES.size)
+        self._zero("emptcp_rule_terms", written.rule_terms, abi.RULE_TERMS.size)
+        self._zero("emptcp_rows", [abi.row_index(gen, c) for c in range(1, written.rows + 1)],
+                   abi.RULES.size)
+        stale = [k for k in self.maps["emptcp_keys"].raw_keys() if k[0] == gen]
+        if stale:
+            self.maps["emptcp_keys"].delete_batch(stale)
+        prefixes = self.maps["emptcp_prefixes"]   # LPM tries have no batch operations
+        for k in [k for k in prefixes.raw_keys() if k[4] == gen]:
+            with contextlib.suppress(NotFoundError):
+                prefixes.delete(k)
         for htype, top in written.slots.items():
             table = self.maps[PROG_ARRAYS[htype]]
             for slot in range(1, top + 1):
@@ -93,6 +115,11 @@ class GenerationWriter:
         if written.params:
             with contextlib.suppress(NotFoundError):
                 self.maps["emptcp_params"].delete_batch([_u32(k) for k in written.params])
+
+    def _zero(self, name: str, indices: list[int], size: int) -> None:
+        if indices:
+            self.maps[name].update_batch_packed(struct.pack(f"{len(indices)}I", *indices),
+                                                bytes(size * len(indices)))
 
     def _param_keys_of(self, gen: int) -> list[int]:
         lo, hi = abi.param_key(gen, 0, 0, 0, 0), abi.param_key(gen + 1, 0, 0, 0, 0)
@@ -126,9 +153,37 @@ class GenerationWriter:
         if tables.policies:
             self.maps["emptcp_policies"].update_batch(
                 [(_u32(k), v) for k, v in tables.policies.items()])
+        # classification: rows and rule terms before the keys that lead to them, the
+        # hook headers last (they make the hook's rules live for this generation)
+        for name, entries in (("emptcp_rows", tables.rows), ("emptcp_rule_terms", tables.rule_terms)):
+            if entries:
+                self.maps[name].update_batch([(_u32(k), v) for k, v in entries.items()])
+        for name, entries in (("emptcp_keys", tables.keys), ("emptcp_prefixes", tables.prefixes)):
+            if entries:
+                self._put_keys(name, entries)
+        if tables.hook_rules:
+            self.maps["emptcp_hook_rules"].update_batch(
+                [(_u32(k), v) for k, v in tables.hook_rules.items()])
         top = {t: max([s for (tt, _), s in slots.items() if tt == t], default=0)
                for t in PROG_ARRAYS}
-        return Written(sorted(tables.policies), sorted(tables.params), top)
+        base = abi.row_index(gen, 0)
+        return Written(sorted(tables.policies), sorted(tables.params), top,
+                       sorted(tables.hook_rules), sorted(tables.rule_terms),
+                       max((k - base for k in tables.rows), default=0))
+
+    def _put_keys(self, name: str, entries: Mapping[bytes, bytes]) -> None:
+        """Keys into a hash / LPM trie, refusing clearly when the map is full."""
+        try:
+            if name == "emptcp_prefixes":   # LPM tries have no batch operations
+                table = self.maps[name]
+                for k, v in entries.items():
+                    table.put(k, v)
+            else:
+                self.maps[name].update_batch(list(entries.items()))
+        except EmptcpError as e:
+            cap = abi.MAPS[name][3]
+            raise EmptcpError(f"writing {len(entries)} selector entries into {name} "
+                              f"(capacity {cap} over all generations) failed: {e}") from e
 
     def flip(self, gen: int) -> None:
         """Make ``gen`` the active generation: the one map update that commits an apply."""

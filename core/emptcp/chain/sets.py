@@ -1,0 +1,178 @@
+"""Built-in selectors as sets of keys over dimensions (docs/datapath-v2.md, section 1).
+
+Pure Python. A built-in selector (``tcp4tuple``, ``tcp2tuple``, ``ip_pair``,
+``service``) is not a program: its parameters become a :class:`SetParam`, the
+entries the entry program looks up (hash or LPM trie) to classify a packet::
+
+    service_set([80, (8000, 8080)], mode="either")   # lport in S OR rport in S
+    ip_pair_set(["10.0.0.0/8", "fd00::/8"], ["10.1.0.0/16"])
+    tcp4tuple_set([("10.0.0.1", 80, "10.0.0.2", 40000), ...])
+
+Keys, per dimension (addresses as 16 bytes, IPv4 in the first 4; ports host order):
+
+    flow    (family, laddr, lport, raddr, rport)
+    ports   (lport, rport)
+    addrs   (family, laddr, raddr)
+    laddr   (family, prefix length, network address)    -- prefix dimensions
+    raddr   (family, prefix length, network address)
+    lport   port
+    rport   port
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+__all__ = ["SetParam", "CLASSIFIED", "PREFIX_DIMS", "DIM_NUMBERS", "tcp4tuple_set",
+           "tcp2tuple_set", "ip_pair_set", "service_set", "addr16", "prefix_contains"]
+
+#: the built-in selectors that are classified by the entry instead of run as programs
+CLASSIFIED = ("tcp4tuple", "tcp2tuple", "ip_pair", "service")
+#: dimension name -> EMPTCP_DIM_* (bpf/common/emptcp_abi.h)
+DIM_NUMBERS = {"flow": 0, "ports": 1, "addrs": 2, "laddr": 3, "raddr": 4, "lport": 5, "rport": 6}
+PREFIX_DIMS = ("laddr", "raddr")
+
+
+@dataclass(frozen=True)
+class SetParam:
+    """The entries of one built-in selector: ``alternatives`` is its own DNF, each
+    alternative a conjunction of (dimension, entries) terms (``service`` in mode
+    either is lport-term OR rport-term; ``ip_pair`` with both sides is laddr AND raddr)."""
+    stage: str
+    alternatives: tuple[tuple[tuple[str, frozenset], ...], ...]
+
+    def __len__(self) -> int:
+        return sum(len(e) for alt in self.alternatives for _, e in alt)
+
+
+def addr16(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return a.packed.ljust(16, b"\0")
+
+
+def _addr(stage: str, what: str, text: Any):
+    try:
+        return ipaddress.ip_address(str(text))
+    except ValueError as e:
+        raise ValueError(f"{stage}: {what} {text!r} is not an address: {e}") from None
+
+
+def _net(stage: str, what: str, text: Any):
+    try:
+        return ipaddress.ip_network(str(text), strict=False)
+    except ValueError as e:
+        raise ValueError(f"{stage}: {what} {text!r} is not an address/prefix: {e}") from None
+
+
+def _port(stage: str, what: str, p: Any) -> int:
+    if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535:
+        raise ValueError(f"{stage}: {what} {p!r} is not a port (0..65535)")
+    return p
+
+
+def _listed(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, (list, tuple, set, frozenset)) else [v]
+
+
+def tcp4tuple_set(entries: Iterable[tuple[str, int, str, int]]) -> SetParam:
+    """Connections (local addr, local port, remote addr, remote port), seen from this host."""
+    keys = set()
+    for i, e in enumerate(entries):
+        try:
+            la, lp, ra, rp = e
+        except (TypeError, ValueError):
+            raise ValueError(f"tcp4tuple: entry {i} {e!r} is not (local_addr, local_port, "
+                             "remote_addr, remote_port)") from None
+        la, ra = _addr("tcp4tuple", "local", la), _addr("tcp4tuple", "remote", ra)
+        if la.version != ra.version:
+            raise ValueError(f"tcp4tuple: entry {i}: local and remote addresses are different "
+                             "families")
+        keys.add((la.version, addr16(la), _port("tcp4tuple", "local_port", lp), addr16(ra),
+                  _port("tcp4tuple", "remote_port", rp)))
+    if not keys:
+        raise ValueError("tcp4tuple: needs at least one connection")
+    return SetParam("tcp4tuple", ((("flow", frozenset(keys)),),))
+
+
+def tcp2tuple_set(*, ports: Iterable[tuple[int, int]] | None = None,
+                  addrs: Iterable[tuple[str, str]] | None = None) -> SetParam:
+    """Either port pairs (local, remote) or address pairs (local, remote), exact."""
+    if (ports is None) == (addrs is None):
+        raise ValueError("tcp2tuple: give exactly one of ports=(local, remote) or "
+                         "addrs=(local, remote)")
+    keys: set = set()
+    if ports is not None:
+        for lp, rp in ports:
+            keys.add((_port("tcp2tuple", "local port", lp), _port("tcp2tuple", "remote port", rp)))
+        dim = "ports"
+    else:
+        for la, ra in addrs:  # type: ignore[union-attr]
+            a, b = _addr("tcp2tuple", "local", la), _addr("tcp2tuple", "remote", ra)
+            if a.version != b.version:
+                raise ValueError("tcp2tuple: local and remote addresses are different families")
+            keys.add((a.version, addr16(a), addr16(b)))
+        dim = "addrs"
+    if not keys:
+        raise ValueError("tcp2tuple: needs at least one entry")
+    return SetParam("tcp2tuple", (((dim, frozenset(keys)),),))
+
+
+def _prefixes(side: str, texts: Iterable[Any]) -> frozenset:
+    out = set()
+    for t in texts:
+        n = _net("ip_pair", side, t)
+        out.add((n.version, n.prefixlen, addr16(n.network_address)))
+    return frozenset(out)
+
+
+def ip_pair_set(local: Any = None, remote: Any = None) -> SetParam:
+    """Local address in one of ``local`` AND remote address in one of ``remote``
+    (prefixes, IPv4 and/or IPv6; a missing side matches any address of the families
+    the other side names)."""
+    lo = _prefixes("local", _listed(local)) if local not in (None, [], ()) else frozenset()
+    re_ = _prefixes("remote", _listed(remote)) if remote not in (None, [], ()) else frozenset()
+    if not lo and not re_:
+        raise ValueError("ip_pair: needs local_addr and/or remote_addr")
+    if lo and re_ and not {f for f, _, _ in lo} & {f for f, _, _ in re_}:
+        raise ValueError(f"ip_pair: local {local!r} and remote {remote!r} are different families")
+    if not lo:   # "any address of the other side's families"
+        lo = frozenset((f, 0, bytes(16)) for f in {f for f, _, _ in re_})
+    if not re_:
+        re_ = frozenset((f, 0, bytes(16)) for f in {f for f, _, _ in lo})
+    return SetParam("ip_pair", ((("laddr", lo), ("raddr", re_)),))
+
+
+def service_set(ranges: Iterable[Any], mode: str = "either") -> SetParam:
+    """Ports or (lo, hi) inclusive ranges; mode "either" (source or destination port)
+    or "local" (the local port only)."""
+    if mode not in ("either", "local"):
+        raise ValueError(f"service: mode must be 'either' or 'local', not {mode!r}")
+    ports: set[int] = set()
+    n = 0
+    for r in ranges:
+        lo, hi = (r, r) if isinstance(r, int) else tuple(r)
+        lo, hi = _port("service", "range start", lo), _port("service", "range end", hi)
+        if lo > hi:
+            raise ValueError(f"service: range {lo}-{hi} is empty")
+        ports.update(range(lo, hi + 1))
+        n += 1
+    if not n:
+        raise ValueError("service: needs at least one port or port range")
+    fs = frozenset(ports)
+    alts = ((("lport", fs),),) if mode == "local" else ((("lport", fs),), (("rport", fs),))
+    return SetParam("service", alts)
+
+
+def prefix_contains(outer: tuple[int, int, bytes], inner: tuple[int, int, bytes]) -> bool:
+    """Prefix ``outer`` contains prefix ``inner`` (same family, shorter or equal, same bits)."""
+    fo, po, ao = outer
+    fi, pi, ai = inner
+    if fo != fi or po > pi:
+        return False
+    full, rest = divmod(po, 8)
+    if ao[:full] != ai[:full]:
+        return False
+    if rest:
+        mask = (0xFF << (8 - rest)) & 0xFF
+        return (ao[full] & mask) == (ai[full] & mask)
+    return True
