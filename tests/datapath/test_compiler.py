@@ -36,7 +36,9 @@ def test_tables_and_params():
             for v in list(t.prefixes.values()) + list(t.keys.values())}
     assert len(t.prefixes) == 2 and len(t.keys) == 2
     lport80 = abi.KEY.pack(2, 3, 5, 0, (80).to_bytes(2, "big"), b"\0\0", bytes(16), bytes(16))
-    assert rows[abi.CLASS.unpack(t.keys[lport80])[0]] & 0b1111 == 0b0111   # not rport's rule
+    # in the lport dimension, port 80 satisfies every rule; a port in no set all but rule 2
+    assert rows[abi.CLASS.unpack(t.keys[lport80])[0]] == 0b1111
+    assert abi.RULES.unpack(absent[5 * 32:6 * 32])[0] == 0b1011
     local = abi.PREFIX_KEY.pack(32 + 32, 2, 3, 3, 4, bytes([10, 0, 0, 1]) + bytes(12))
     assert local in t.prefixes
 
