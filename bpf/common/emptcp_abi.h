@@ -39,6 +39,9 @@
 #define EMPTCP_MAX_KEYS		(1 << 20)	/* exact-match keys, all generations */
 #define EMPTCP_MAX_PREFIXES	65536	/* prefix keys, all generations */
 
+#define EMPTCP_PORT_TABLES_PER_GEN 8	/* hooks per generation using port selectors */
+#define EMPTCP_HOOK_SLOTS	4096	/* emptcp_hook_slots: ifindex & (SLOTS - 1) */
+
 #define EMPTCP_DIM_FLOW		0	/* tcp4tuple: family, local/remote addr and port */
 #define EMPTCP_DIM_PORTS	1	/* tcp2tuple ports: local and remote port */
 #define EMPTCP_DIM_ADDRS	2	/* tcp2tuple addrs: family, local and remote addr */
@@ -106,6 +109,14 @@ struct emptcp_hook_val {
 	__u32 hook_id;		/* 0..EMPTCP_MAX_HOOKS-1 */
 };
 
+/* emptcp_hook_slots (ARRAY, ifindex & (EMPTCP_HOOK_SLOTS - 1)): the hook ids of
+ * one interface, found without hashing.  Authoritative when ifindex matches;
+ * otherwise (empty, or another interface in the slot) emptcp_hooks decides. */
+struct emptcp_hook_slot {
+	__u32 ifindex;
+	__u8 hook[4];		/* per EMPTCP_KIND_*: hook id + 1, 0 = not a hook */
+};
+
 /* n_sel == 0 && n_act == 0: no policy here, end of the hook's list */
 struct emptcp_policy {
 	__u8 n_sel;
@@ -156,6 +167,13 @@ struct emptcp_rules {
 	__u64 w[EMPTCP_RULE_WORDS];
 };
 
+/* emptcp_ports (ARRAY, (table * 65536) + port in host order): the classes of a
+ * port in the LPORT and RPORT dimensions of the hook that owns the table */
+struct emptcp_port_class {
+	__u16 lclass;
+	__u16 rclass;
+};
+
 /* emptcp_keys (HASH): an exact-match key of one dimension -> __u32 class.
  * Fields a dimension does not use are zero; ports in network order. */
 struct emptcp_key {
@@ -186,6 +204,8 @@ struct emptcp_prefix_key {
 struct emptcp_hook_rules {
 	__u32 used;		/* bit (1 << EMPTCP_DIM_*) per dimension with terms */
 	__u32 n_rules;		/* 0: no policy on this hook */
+	__u32 port_table;	/* table of emptcp_ports when LPORT/RPORT are used */
+	__u32 pad;
 	struct emptcp_rules all;	/* rules 0..n_rules-1 */
 	struct emptcp_rules plugin;	/* rules with selectors that run as programs */
 	struct emptcp_rules absent[EMPTCP_NUM_DIMS];	/* row of a key in no set */

@@ -114,16 +114,23 @@ static __always_inline int emptcp_classify(void *data, void *data_end, __u32 gen
 	__builtin_memset(k.raddr, 0, 16);
 	if (EMPTCP_USES(hr, EMPTCP_DIM_PORTS))
 		emptcp_exact(acc, hr, gen, &k, EMPTCP_DIM_PORTS);
-	if (EMPTCP_USES(hr, EMPTCP_DIM_RPORT)) {
-		__be16 lp = k.lport;
+	if (hr->used & ((1U << EMPTCP_DIM_LPORT) | (1U << EMPTCP_DIM_RPORT))) {
+		const struct emptcp_port_class *pc;
+		__u32 base = (hr->port_table % (EMPTCP_MAX_GEN * EMPTCP_PORT_TABLES_PER_GEN)) << 16;
+		__u32 i, cls;
 
-		k.lport = 0;
-		emptcp_exact(acc, hr, gen, &k, EMPTCP_DIM_RPORT);
-		k.lport = lp;
-	}
-	if (EMPTCP_USES(hr, EMPTCP_DIM_LPORT)) {
-		k.rport = 0;
-		emptcp_exact(acc, hr, gen, &k, EMPTCP_DIM_LPORT);
+		if (EMPTCP_USES(hr, EMPTCP_DIM_LPORT)) {
+			i = base + bpf_ntohs(k.lport);
+			pc = bpf_map_lookup_elem(&emptcp_ports, &i);
+			cls = pc ? pc->lclass : 0;
+			emptcp_and_class(acc, hr, gen, EMPTCP_DIM_LPORT, &cls);
+		}
+		if (EMPTCP_USES(hr, EMPTCP_DIM_RPORT)) {
+			i = base + bpf_ntohs(k.rport);
+			pc = bpf_map_lookup_elem(&emptcp_ports, &i);
+			cls = pc ? pc->rclass : 0;
+			emptcp_and_class(acc, hr, gen, EMPTCP_DIM_RPORT, &cls);
+		}
 	}
 	return 0;
 }

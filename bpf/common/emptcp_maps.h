@@ -96,6 +96,20 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_PORT_TABLES_PER_GEN * 65536);
+	__type(key, __u32);
+	__type(value, struct emptcp_port_class);
+} emptcp_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EMPTCP_HOOK_SLOTS);
+	__type(key, __u32);
+	__type(value, struct emptcp_hook_slot);
+} emptcp_hook_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_MAX_CLASSES);
 	__type(key, __u32);
 	__type(value, struct emptcp_rules);

@@ -14,12 +14,22 @@
 #include <bpf/bpf_helpers.h>
 #include "emptcp_classify.h"
 
-/* hook id of (ifindex, kind) or -1 */
+/* hook id of (ifindex, kind) or -1: an array slot, the hash only when the slot
+ * belongs to another interface */
 static __always_inline int emptcp_hook_of(__u32 ifindex, __u32 kind)
 {
 	struct emptcp_hook_key key = { .ifindex = ifindex, .kind = kind };
-	struct emptcp_hook_val *v = bpf_map_lookup_elem(&emptcp_hooks, &key);
+	struct emptcp_hook_slot *slot;
+	struct emptcp_hook_val *v;
+	__u32 idx = ifindex & (EMPTCP_HOOK_SLOTS - 1);
 
+	slot = bpf_map_lookup_elem(&emptcp_hook_slots, &idx);
+	if (slot && slot->ifindex == ifindex) {
+		__u8 h = slot->hook[kind & 3];
+
+		return h && h <= EMPTCP_MAX_HOOKS ? h - 1 : -1;
+	}
+	v = bpf_map_lookup_elem(&emptcp_hooks, &key);
 	if (!v || v->hook_id >= EMPTCP_MAX_HOOKS)
 		return -1;
 	return v->hook_id;

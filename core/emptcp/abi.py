@@ -35,6 +35,8 @@ MAX_KEYS = 1 << 20           # exact-match keys, all generations together
 MAX_PREFIXES = 65536         # prefix keys, all generations together
 NUM_DIMS = 7
 PREFIX_HDR_BITS = 32         # gen, hook, dim, family before the address in a prefix key
+PORT_TABLES_PER_GEN = 8      # hooks per generation with port selectors (emptcp_ports)
+HOOK_SLOTS = 4096            # emptcp_hook_slots: ifindex & (HOOK_SLOTS - 1)
 
 #: limits a configuration is checked against before anything touches the kernel
 LIMITS = {"stages": MAX_STAGES, "policies_per_hook": MAX_POLICIES, "hooks": MAX_HOOKS,
@@ -79,7 +81,9 @@ HOOK_STAT = struct.Struct("<QQQQQ")               # struct emptcp_hook_stat
 RULES = struct.Struct(f"<{RULE_WORDS}Q")          # struct emptcp_rules
 KEY = struct.Struct("<BBBB2s2s16s16s")            # struct emptcp_key (ports: network order)
 PREFIX_KEY = struct.Struct("<IBBBB16s")           # struct emptcp_prefix_key
-HOOK_RULES = struct.Struct(f"<II{RULES.size}s{RULES.size}s{NUM_DIMS * RULES.size}s"
+HOOK_SLOT = struct.Struct("<I4s")                 # struct emptcp_hook_slot
+PORT_CLASS = struct.Struct("<HH")                 # struct emptcp_port_class
+HOOK_RULES = struct.Struct(f"<IIII{RULES.size}s{RULES.size}s{NUM_DIMS * RULES.size}s"
                            f"{MAX_RULES}s")       # struct emptcp_hook_rules
 RULE_TERMS = struct.Struct("<16s")                # struct emptcp_rule_terms
 CLS_STATE = struct.Struct(f"<{RULES.size}sIBB2x")   # struct emptcp_cls_state
@@ -107,8 +111,10 @@ LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
                         "laddr": 8, "raddr": 24}),
     "emptcp_prefix_key": (24, {"prefixlen": 0, "gen": 4, "hook": 5, "dim": 6, "family": 7,
                                "addr": 8}),
-    "emptcp_hook_rules": (552, {"used": 0, "n_rules": 4, "all": 8, "plugin": 40, "absent": 72,
-                                "rule_policy": 296}),
+    "emptcp_hook_rules": (560, {"used": 0, "n_rules": 4, "port_table": 8, "all": 16,
+                                "plugin": 48, "absent": 80, "rule_policy": 304}),
+    "emptcp_hook_slot": (8, {"ifindex": 0, "hook": 4}),
+    "emptcp_port_class": (4, {"lclass": 0, "rclass": 2}),
     "emptcp_rule_terms": (16, {"sel": 0}),
     "emptcp_cls_state": (40, {"cand": 0, "rule": 32, "gen": 36, "hook": 37}),
     "emptcp_event_hdr": (16, {"type": 0, "hook_id": 4, "policy": 8, "stage": 10,
@@ -142,6 +148,8 @@ MAPS = {
     "emptcp_scratch": ("percpu_array", 4, SCRATCH_SIZE, 1),
     "emptcp_keys": ("hash", KEY.size, 4, MAX_KEYS),
     "emptcp_prefixes": ("lpm_trie", PREFIX_KEY.size, 4, MAX_PREFIXES),
+    "emptcp_ports": ("array", 4, PORT_CLASS.size, MAX_GEN * PORT_TABLES_PER_GEN * 65536),
+    "emptcp_hook_slots": ("array", 4, HOOK_SLOT.size, HOOK_SLOTS),
     "emptcp_rows": ("array", 4, RULES.size, MAX_GEN * MAX_CLASSES),
     "emptcp_hook_rules": ("array", 4, HOOK_RULES.size, MAX_GEN * MAX_HOOKS),
     "emptcp_rule_terms": ("array", 4, RULE_TERMS.size, MAX_GEN * MAX_HOOKS * MAX_RULES),

@@ -105,8 +105,11 @@ CASES: list[tuple[str, str, str, int | None, str]] = [
     ("redirect-to-missing-iface", HOOK + pol('actions = [ { use = "redirect", '
                                              'iface = "nosuch1" } ]'), "iface", 8, "nosuch1"),
     ("too-many-tail-calls", HOOK + "".join(
-        pol('selectors = [ ' + ", ".join(['{ use = "service", ports = [1] }'] * 8) + ' ]\n'
+        pol('selectors = [ ' + ", ".join(['{ use = "mptcp_subtype", subtype = 1 }'] * 8) + ' ]\n'
             + COUNT, name=f"p{i}") for i in range(5)), "policy[3]", 20, "33 tail calls"),
+    ("too-many-rules", HOOK + "".join(pol('selectors = [ ' + ", ".join(
+        ['{ use = "service", ports = [1] }'] * 8) + ' ]\n' + COUNT, name=f"p{i}")
+        for i in range(2)), "policy[1]", 10, "512 rules"),
     ("empty-actions", HOOK + pol("actions = []"), "actions", 8, "at least one action"),
     ("no-actions", HOOK + pol('selectors = [ { use = "service", ports = [80] } ]'), "actions",
      5, "at least one action"),

@@ -34,7 +34,9 @@ def generated_checks() -> str:
               "EMPTCP_MAX_RULES": abi.MAX_RULES, "EMPTCP_RULE_WORDS": abi.RULE_WORDS,
               "EMPTCP_MAX_CLASSES": abi.MAX_CLASSES, "EMPTCP_MAX_KEYS": abi.MAX_KEYS,
               "EMPTCP_MAX_PREFIXES": abi.MAX_PREFIXES, "EMPTCP_NUM_DIMS": abi.NUM_DIMS,
-              "EMPTCP_PREFIX_HDR_BITS": abi.PREFIX_HDR_BITS}
+              "EMPTCP_PREFIX_HDR_BITS": abi.PREFIX_HDR_BITS,
+              "EMPTCP_PORT_TABLES_PER_GEN": abi.PORT_TABLES_PER_GEN,
+              "EMPTCP_HOOK_SLOTS": abi.HOOK_SLOTS}
     from emptcp.chain.sets import DIM_NUMBERS
     for dim, n in DIM_NUMBERS.items():
         consts[f"EMPTCP_DIM_{dim.upper()}"] = n

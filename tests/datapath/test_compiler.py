@@ -23,7 +23,7 @@ def test_tables_and_params():
     assert p.selectors == [(0, 0), (1, abi.P_OR | 5)] and p.actions == [(2, 7)] and p.uid == 42
     assert not t.params
     # rules: 0 = ip_pair, 1 = mptcp_subtype (program), 2 = lport 80, 3 = rport 80
-    used, n, all_, plugin, absent, rule_policy = abi.HOOK_RULES.unpack(
+    used, n, port_table, _, all_, plugin, absent, rule_policy = abi.HOOK_RULES.unpack(
         t.hook_rules[abi.hook_rules_index(2, 3)])
     assert n == 4 and abi.RULES.unpack(all_)[0] == 0b1111
     assert abi.RULES.unpack(plugin)[0] == 0b0010
@@ -32,12 +32,15 @@ def test_tables_and_params():
     terms = t.rule_terms[abi.rule_index(2, 3, 1)]
     assert terms[2:4] == bytes([1, abi.P_OR | 5]) and terms[:2] == b"\0\0"
     # the two prefixes and the port keys lead to classes whose rows hold their rules
-    rows = {abi.CLASS.unpack(v)[0]: abi.RULES.unpack(t.rows[abi.row_index(2, abi.CLASS.unpack(v)[0])])[0]
-            for v in list(t.prefixes.values()) + list(t.keys.values())}
-    assert len(t.prefixes) == 2 and len(t.keys) == 2
-    lport80 = abi.KEY.pack(2, 3, 5, 0, (80).to_bytes(2, "big"), b"\0\0", bytes(16), bytes(16))
+    def row(cls):
+        return abi.RULES.unpack(t.rows[abi.row_index(2, cls)])[0]
+    assert len(t.prefixes) == 2 and not t.keys
+    # port 80 in this generation's first port table: a class in lport and in rport
+    assert port_table == 2 * abi.PORT_TABLES_PER_GEN and t.port_tables == [port_table]
+    assert list(t.ports) == [(port_table << 16) + 80]
+    lclass, rclass = abi.PORT_CLASS.unpack(t.ports[(port_table << 16) + 80])
     # in the lport dimension, port 80 satisfies every rule; a port in no set all but rule 2
-    assert rows[abi.CLASS.unpack(t.keys[lport80])[0]] == 0b1111
+    assert row(lclass) == 0b1111 and row(rclass) == 0b1111 and lclass != rclass
     assert abi.RULES.unpack(absent[5 * 32:6 * 32])[0] == 0b1011
     local = abi.PREFIX_KEY.pack(32 + 32, 2, 3, 3, 4, bytes([10, 0, 0, 1]) + bytes(12))
     assert local in t.prefixes

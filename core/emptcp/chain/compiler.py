@@ -72,6 +72,8 @@ class CompiledTables:
     rows: dict[int, bytes] = field(default_factory=dict)          # emptcp_rows
     hook_rules: dict[int, bytes] = field(default_factory=dict)    # emptcp_hook_rules
     rule_terms: dict[int, bytes] = field(default_factory=dict)    # emptcp_rule_terms
+    ports: dict[int, bytes] = field(default_factory=dict)         # emptcp_ports
+    port_tables: list[int] = field(default_factory=list)          # tables of emptcp_ports used
 
 
 def hook_type(kind: str) -> str:
@@ -272,10 +274,6 @@ def _pack_key(gen: int, hook: int, dim: str, k) -> bytes:
     if dim == "addrs":
         fam, la, ra = k
         return abi.KEY.pack(gen, hook, n, fam, b"\0\0", b"\0\0", la, ra)
-    if dim == "lport":
-        return abi.KEY.pack(gen, hook, n, 0, p(k), b"\0\0", z16, z16)
-    if dim == "rport":
-        return abi.KEY.pack(gen, hook, n, 0, b"\0\0", p(k), z16, z16)
     fam, plen, addr = k                                   # laddr / raddr
     return abi.PREFIX_KEY.pack(abi.PREFIX_HDR_BITS + plen, gen, hook, n, fam, addr)
 
@@ -285,15 +283,27 @@ def _write_rules(out: CompiledTables, gen: int, hook: int, tables: classify.Tabl
                  classes: _Classes) -> None:
     """The classification tables of one hook: keys -> classes -> rows, the hook's
     rule header, and the program selectors of each rule that has some."""
+    port_table = 0
+    if {"lport", "rport"} & set(tables.used):
+        if len(out.port_tables) >= abi.PORT_TABLES_PER_GEN:
+            raise ValueError(f"hook {hook}: more than {abi.PORT_TABLES_PER_GEN} hooks use "
+                             "port selectors (service) in one configuration")
+        port_table = gen * abi.PORT_TABLES_PER_GEN + len(out.port_tables)
+        out.port_tables.append(port_table)
+    port_classes: dict[int, list[int]] = {}
     for dim in tables.used:
-        if dim == classify.PLUGIN:
-            continue
-        table = out.prefixes if dim in PREFIX_DIMS else out.keys
         for k, member in _key_classes(dim, sets.of(dim)).items():
             cls, new = classes.intern(hook, dim, member)
             if new:
                 out.rows[abi.row_index(gen, cls)] = abi.pack_rules(tables.row(dim, member))
-            table[_pack_key(gen, hook, dim, k)] = abi.CLASS.pack(cls)
+            if dim in ("lport", "rport"):
+                port_classes.setdefault(k, [0, 0])[dim == "rport"] = cls
+            elif dim in PREFIX_DIMS:
+                out.prefixes[_pack_key(gen, hook, dim, k)] = abi.CLASS.pack(cls)
+            else:
+                out.keys[_pack_key(gen, hook, dim, k)] = abi.CLASS.pack(cls)
+    for port, (lc, rc) in port_classes.items():
+        out.ports[(port_table << 16) + port] = abi.PORT_CLASS.pack(lc, rc)
     n = len(tables.rules)
     plugin = 0
     rule_policy = bytearray(abi.MAX_RULES)
@@ -310,7 +320,7 @@ def _write_rules(out: CompiledTables, gen: int, hook: int, tables: classify.Tabl
     absent = b"".join(abi.pack_rules(tables.absent[d]) if d in tables.used
                       else abi.pack_rules((1 << n) - 1) for d in DIM_NUMBERS)
     out.hook_rules[abi.hook_rules_index(gen, hook)] = abi.HOOK_RULES.pack(
-        used, n, abi.pack_rules((1 << n) - 1), abi.pack_rules(plugin), absent, bytes(rule_policy))
+        used, n, port_table, 0, abi.pack_rules((1 << n) - 1), abi.pack_rules(plugin), absent, bytes(rule_policy))
 
 
 # ---- parameter encoders of the built-in stages ------------------------------

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import builtin_object
-from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_STAT, KINDS, MAX_GEN, MAX_HOOKS,
-                   SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
+from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_KEY, HOOK_STAT, KINDS, MAX_GEN,
+                   MAX_HOOKS, SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..chain.sets import SetParam
 from ..errors import EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
@@ -432,11 +432,11 @@ class Engine:
         for path in attached:
             with contextlib.suppress(OSError, EmptcpError):
                 self._unattach(path)
-        if new_hook_keys and os.path.exists(self.pins.map("emptcp_hooks")):
-            with contextlib.suppress(EmptcpError), self._shared("emptcp_hooks") as hooks:
+        if new_hook_keys:
+            with contextlib.suppress(EmptcpError, OSError), contextlib.ExitStack() as st:
+                writer = self._writer(st)
                 for k in new_hook_keys:
-                    with contextlib.suppress(NotFoundError):
-                        hooks.delete(k)
+                    writer.delete_hook(*HOOK_KEY.unpack(k))
         for path in reversed(created):
             with contextlib.suppress(OSError):
                 os.unlink(path)

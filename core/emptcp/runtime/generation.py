@@ -50,16 +50,19 @@ class Written:
     hook_rules: list[int] = field(default_factory=list)
     rule_terms: list[int] = field(default_factory=list)
     rows: int = 0
+    port_tables: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"policies": self.policies, "params": self.params, "slots": self.slots,
-                "hook_rules": self.hook_rules, "rule_terms": self.rule_terms, "rows": self.rows}
+                "hook_rules": self.hook_rules, "rule_terms": self.rule_terms, "rows": self.rows,
+                "port_tables": self.port_tables}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Written":
         return cls(list(d.get("policies", [])), list(d.get("params", [])),
                    dict(d.get("slots", {})), list(d.get("hook_rules", [])),
-                   list(d.get("rule_terms", [])), int(d.get("rows", 0)))
+                   list(d.get("rule_terms", [])), int(d.get("rows", 0)),
+                   list(d.get("port_tables", [])))
 
 
 class GenerationWriter:
@@ -87,15 +90,18 @@ class GenerationWriter:
                 [abi.policy_index(gen, 0, 0) + i for i in range(abi.MAX_HOOKS * abi.MAX_POLICIES)],
                 self._param_keys_of(gen), {t: abi.SLOTS_PER_GEN - 1 for t in PROG_ARRAYS},
                 [abi.hook_rules_index(gen, h) for h in range(abi.MAX_HOOKS)], [],
-                abi.MAX_CLASSES - 1)
+                abi.MAX_CLASSES - 1,
+                [gen * abi.PORT_TABLES_PER_GEN + t for t in range(abi.PORT_TABLES_PER_GEN)])
         if not programs:
             written = Written(written.policies, written.params, {}, written.hook_rules,
-                              written.rule_terms, written.rows)
+                              written.rule_terms, written.rows, written.port_tables)
         # the hook headers first: from here on no packet of this generation classifies
         self._zero("emptcp_hook_rules", written.hook_rules, abi.HOOK_RULES.size)
         self._zero("emptcp_rule_terms", written.rule_terms, abi.RULE_TERMS.size)
         self._zero("emptcp_rows", [abi.row_index(gen, c) for c in range(1, written.rows + 1)],
                    abi.RULES.size)
+        for t in written.port_tables:
+            self._zero("emptcp_ports", list(range(t << 16, (t + 1) << 16)), abi.PORT_CLASS.size)
         stale = [k for k in self.maps["emptcp_keys"].raw_keys() if k[0] == gen]
         if stale:
             self.maps["emptcp_keys"].delete_batch(stale)
@@ -155,7 +161,8 @@ class GenerationWriter:
                 [(_u32(k), v) for k, v in tables.policies.items()])
         # classification: rows and rule terms before the keys that lead to them, the
         # hook headers last (they make the hook's rules live for this generation)
-        for name, entries in (("emptcp_rows", tables.rows), ("emptcp_rule_terms", tables.rule_terms)):
+        for name, entries in (("emptcp_rows", tables.rows), ("emptcp_rule_terms", tables.rule_terms),
+                              ("emptcp_ports", tables.ports)):
             if entries:
                 self.maps[name].update_batch([(_u32(k), v) for k, v in entries.items()])
         for name, entries in (("emptcp_keys", tables.keys), ("emptcp_prefixes", tables.prefixes)):
@@ -169,7 +176,7 @@ class GenerationWriter:
         base = abi.row_index(gen, 0)
         return Written(sorted(tables.policies), sorted(tables.params), top,
                        sorted(tables.hook_rules), sorted(tables.rule_terms),
-                       max((k - base for k in tables.rows), default=0))
+                       max((k - base for k in tables.rows), default=0), list(tables.port_tables))
 
     def _put_keys(self, name: str, entries: Mapping[bytes, bytes]) -> None:
         """Keys into a hash / LPM trie, refusing clearly when the map is full."""
@@ -200,7 +207,20 @@ class GenerationWriter:
             raise ValueError(f"unknown hook kind {kind!r} (expected one of {', '.join(abi.KINDS)})")
         key = abi.HOOK_KEY.pack(ifindex, abi.KINDS[kind])
         self.maps["emptcp_hooks"].put(key, abi.HOOK_VAL.pack(hook_id))
+        self._slot(ifindex, abi.KINDS[kind], hook_id + 1)
         return key
+
+    def _slot(self, ifindex: int, kind: int, value: int) -> None:
+        """Mirror one (ifindex, kind) of emptcp_hooks into its emptcp_hook_slots slot when
+        the slot is free or already this interface's (else the hash alone serves it)."""
+        slots = self.maps["emptcp_hook_slots"]
+        idx = _u32(ifindex & (abi.HOOK_SLOTS - 1))
+        owner, hooks = abi.HOOK_SLOT.unpack(slots.lookup(idx))
+        if owner not in (0, ifindex):
+            return
+        hooks = bytearray(hooks)
+        hooks[kind] = value
+        slots.put(idx, abi.HOOK_SLOT.pack(ifindex if any(hooks) else 0, bytes(hooks)))
 
     def hook_keys(self) -> list[tuple[int, int]]:
         """(ifindex, kind number) of every routed hook."""
@@ -209,6 +229,7 @@ class GenerationWriter:
     def delete_hook(self, ifindex: int, kind: int) -> None:
         with contextlib.suppress(NotFoundError):
             self.maps["emptcp_hooks"].delete(abi.HOOK_KEY.pack(ifindex, kind))
+        self._slot(ifindex, kind, 0)
 
     # ---- counters --------------------------------------------------------------
     def stage_stats(self, hook: int, policy: int, phase: int, stage: int) -> dict[str, int]:
