@@ -74,6 +74,9 @@ class CompiledTables:
     rule_terms: dict[int, bytes] = field(default_factory=dict)    # emptcp_rule_terms
     ports: dict[int, bytes] = field(default_factory=dict)         # emptcp_ports
     port_tables: list[int] = field(default_factory=list)          # tables of emptcp_ports used
+    #: hook id -> what run-time entries need to extend this generation's sets
+    #: (:mod:`emptcp.runtime.flows`): owners' set ids, rules' terms, classes, port table
+    classify: dict[int, dict] = field(default_factory=dict)
 
 
 def hook_type(kind: str) -> str:
@@ -180,7 +183,7 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
                         raise ValueError(f"{where}: op must be 'and' or 'or', not {ref.op!r}")
                     if key == "sel" and isinstance(ref.param, SetParam):
                         sels.append(classify.Selector(tuple(
-                            tuple(classify.Term(d, sets.intern(d, e)) for d, e in alt)
+                            tuple(classify.Term(d, sets.intern(d, e, (pi, si))) for d, e in alt)
                             for alt in ref.param.alternatives), op if si else "and"))
                         stages[key].append((0, 0))
                         continue
@@ -222,9 +225,13 @@ class _HookSets:
 
     def __init__(self) -> None:
         self.ids: dict[tuple[str, frozenset], int] = {}
+        #: (policy, selector) -> {dim: set id}: whose entries a set holds (run-time entries)
+        self.owners: dict[tuple[int, int], dict[str, int]] = {}
 
-    def intern(self, dim: str, entries: frozenset) -> int:
-        return self.ids.setdefault((dim, entries), len(self.ids))
+    def intern(self, dim: str, entries: frozenset, owner: tuple[int, int]) -> int:
+        sid = self.ids.setdefault((dim, entries), len(self.ids))
+        self.owners.setdefault(owner, {})[dim] = sid
+        return sid
 
     def of(self, dim: str) -> list[tuple[int, frozenset]]:
         return [(i, e) for (d, e), i in self.ids.items() if d == dim]
@@ -304,6 +311,13 @@ def _write_rules(out: CompiledTables, gen: int, hook: int, tables: classify.Tabl
                 out.keys[_pack_key(gen, hook, dim, k)] = abi.CLASS.pack(cls)
     for port, (lc, rc) in port_classes.items():
         out.ports[(port_table << 16) + port] = abi.PORT_CLASS.pack(lc, rc)
+    out.classify[hook] = {
+        "owners": {f"{pi}/{si}": dims for (pi, si), dims in sets.owners.items()},
+        "rules": [{d: sorted(t.set_id for t in r.terms if t.dim == d)
+                   for d in {t.dim for t in r.terms} if d != classify.PLUGIN}
+                  for r in tables.rules],
+        "classes": [[c, d, sorted(m)] for (h, d, m), c in classes.ids.items() if h == hook],
+        "port_table": port_table}
     n = len(tables.rules)
     plugin = 0
     rule_policy = bytearray(abi.MAX_RULES)

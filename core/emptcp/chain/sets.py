@@ -45,6 +45,12 @@ class SetParam:
     def __len__(self) -> int:
         return sum(len(e) for alt in self.alternatives for _, e in alt)
 
+    def extended(self, extra: dict[str, Iterable]) -> "SetParam":
+        """The same selector with more entries in some dimensions (run-time entries
+        carried into a new generation)."""
+        return SetParam(self.stage, tuple(tuple((d, e | frozenset(extra.get(d, ()))) for d, e in alt)
+                                          for alt in self.alternatives))
+
 
 def addr16(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     return a.packed.ljust(16, b"\0")

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import operations, plugin_commands
+from . import flow_commands, operations, plugin_commands
 from .. import __version__
 from ..abi import DEFAULT_PIN_ROOT
 from ..errors import ConfigError, EmptcpError, PluginError
@@ -28,6 +28,7 @@ examples:
   emptcp status --json                       hooks, policies, per-stage counters
   emptcp events --json                       stream data-path events
   emptcp detach --all                        remove everything emptcp attached and pinned
+  emptcp flow add conns --file flows.txt     add run-time entries to a policy's selector
   emptcp run --metrics :9436 policy.toml     apply, serve events and Prometheus metrics
   emptcp exporter --listen 127.0.0.1:9436    only the metrics (any process may apply)
   emptcp demo                                see emptcp steer a real MPTCP connection
@@ -126,6 +127,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
     plugin_commands.add_parsers(sub)
     operations.add_parsers(sub)
+    flow_commands.add_parsers(sub)
     if with_plugins:
         try:
             for err in plugin_manager().add_commands(sub):
@@ -401,7 +403,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 #: commands of the core (no plugin discovery needed to parse them)
 CORE_COMMANDS = (frozenset(COMMANDS) | frozenset(plugin_commands.COMMAND_NAMES)
-                 | frozenset(operations.COMMAND_NAMES))
+                 | frozenset(operations.COMMAND_NAMES) | frozenset(flow_commands.COMMAND_NAMES))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,16 @@
     apply("policy.toml")                       # or apply(config_object)
     status()["hooks"][0]["policies"][0]["actions"][0]["counters"]["packets"]
     detach(all=True)
+
+Run-time entries of an applied policy's set-valued selector (no reload)::
+
+    from emptcp.api import policy
+    conns = policy("spark-backup")
+    conns.select(0, local_addr="10.0.0.1", local_port=7077,
+                 remote_addr="10.0.1.2", remote_port=40000)
+    conns.unselect(0, local_addr="10.0.0.1", local_port=7077,
+                   remote_addr="10.0.1.2", remote_port=40000)
+    conns.entries(0)
 """
 from __future__ import annotations
 
@@ -14,7 +24,7 @@ from .engine import DEFAULT_PIN_ROOT, ApplyResult, Engine
 from ..errors import ConfigError, EmptcpError
 from ..chain.model import Config
 
-__all__ = ["load", "apply", "plan", "status", "detach", "stages"]
+__all__ = ["load", "apply", "plan", "status", "detach", "stages", "policy", "AppliedPolicy"]
 
 
 def stages(plugins: Any = None) -> dict[str, Any]:
@@ -75,3 +85,38 @@ def detach(interface: str | None = None, pin_root: str = DEFAULT_PIN_ROOT, *,
         return engine.detach_all()
     engine.apply(resolve(cfg, stages(plugins)))
     return [f"hook {n}" for n in gone]
+
+
+class AppliedPolicy:
+    """An applied policy by name: add and remove entries of its tcp4tuple / tcp2tuple /
+    service selectors at run time (:class:`emptcp.runtime.flows.Flows`)."""
+
+    def __init__(self, name: str, pin_root: str = DEFAULT_PIN_ROOT) -> None:
+        from .flows import Flows
+        self.name = name
+        self.flows = Flows(pin_root)
+
+    @staticmethod
+    def _entries(entries: tuple[dict[str, Any], ...], params: dict[str, Any]) -> list[dict[str, Any]]:
+        if entries and params:
+            raise TypeError("give entries (dicts) or one entry as keyword arguments, not both")
+        return list(entries) if entries else [params]
+
+    def select(self, index: int, *entries: dict[str, Any], **params: Any) -> "AppliedPolicy":
+        """Add entries to selector ``index`` (one entry as keywords, or dicts)."""
+        self.flows.add(self.name, self._entries(entries, params), index)
+        return self
+
+    def unselect(self, index: int, *entries: dict[str, Any], **params: Any) -> "AppliedPolicy":
+        """Remove entries from selector ``index``."""
+        self.flows.delete(self.name, self._entries(entries, params), index)
+        return self
+
+    def entries(self, index: int | None = None) -> list[dict[str, Any]]:
+        """Every entry of selector ``index`` (static and run-time)."""
+        return self.flows.list(self.name, index)
+
+
+def policy(name: str, pin_root: str = DEFAULT_PIN_ROOT) -> AppliedPolicy:
+    """The applied policy ``name``, to change its selectors' entries at run time."""
+    return AppliedPolicy(name, pin_root)

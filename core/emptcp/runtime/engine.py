@@ -175,7 +175,8 @@ class Engine:
                                            self._reusable(current, hashes))
             hook_ids = self._assign_hook_ids(writer, resolved, old, new_hook_keys)
             self._progress("tables")
-            written = self._write_tables(writer, gen, resolved, slots, hook_ids).as_dict()
+            carry = self._carried(writer, old) if old else {}
+            written = self._write_tables(writer, gen, resolved, slots, hook_ids, carry).as_dict()
             stage_objects = {f"{t}:{st.name}": path for path, uses in objects.items()
                              for t, st in uses}
             doc = {"committed": True, "written": written, "objects": hashes,
@@ -324,16 +325,34 @@ class Engine:
             new_keys.append(writer.set_hook(h.ifindex, h.type, free))
         return ids
 
-    def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
-                      slots: dict[tuple[str, str], int], hook_ids: dict[str, int]) -> Written:
-        """Fill the policy and parameter tables of ``gen``; return the keys written."""
-        from ..chain.compiler import HookPolicies, PolicySpec, StageRef
+    def _carried(self, writer: GenerationWriter, doc: dict[str, Any]
+                 ) -> dict[tuple[str, int, str], dict[str, set]]:
+        """Run-time entries of the running generation (emptcp.runtime.flows), to be kept
+        by the policies this apply keeps."""
+        from ..plugins.builtin import builtin_specs
+        from .flows import RUNTIME_STAGES, carried
+        specs = {s.name: s for s in builtin_specs() if s.name in RUNTIME_STAGES}
+        static = {(p["name"], si): specs[s["use"]].encode(s["params"])
+                  for h in doc["resolved"]["hooks"] for p in h["policies"]
+                  for si, s in enumerate(p["selectors"]) if s["use"] in specs}
+        return carried(doc, writer.maps, static)
 
-        def ref(s: ResolvedStage) -> StageRef:
-            return StageRef(s.spec.name, s.encoded, s.op)
+    def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
+                      slots: dict[tuple[str, str], int], hook_ids: dict[str, int],
+                      carry: dict[tuple[str, int, str], dict[str, set]] | None = None) -> Written:
+        """Fill the policy and parameter tables of ``gen`` (with the run-time entries
+        ``carry`` holds for the policies kept); return the keys written."""
+        from ..chain.compiler import HookPolicies, PolicySpec, StageRef
+        carry = carry or {}
+
+        def ref(s: ResolvedStage, policy: str = "", j: int = -1) -> StageRef:
+            extra = carry.get((policy, j, s.spec.name))
+            enc = s.encoded.extended(extra) if extra and isinstance(s.encoded, SetParam) \
+                else s.encoded
+            return StageRef(s.spec.name, enc, s.op)
         uid = iter(range(1, 1 << 16))
         hooks = [HookPolicies(hook_ids[h.name], h.type,
-                              [PolicySpec([ref(s) for s in p.selectors],
+                              [PolicySpec([ref(s, p.name, j) for j, s in enumerate(p.selectors)],
                                           [ref(a) for a in p.actions], next(uid))
                                for p in h.policies])
                  for h in resolved.hooks.values()]

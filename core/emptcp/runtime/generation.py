@@ -51,18 +51,19 @@ class Written:
     rule_terms: list[int] = field(default_factory=list)
     rows: int = 0
     port_tables: list[int] = field(default_factory=list)
+    classify: dict[str, Any] = field(default_factory=dict)   # CompiledTables.classify
 
     def as_dict(self) -> dict[str, Any]:
         return {"policies": self.policies, "params": self.params, "slots": self.slots,
                 "hook_rules": self.hook_rules, "rule_terms": self.rule_terms, "rows": self.rows,
-                "port_tables": self.port_tables}
+                "port_tables": self.port_tables, "classify": self.classify}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Written":
         return cls(list(d.get("policies", [])), list(d.get("params", [])),
                    dict(d.get("slots", {})), list(d.get("hook_rules", [])),
                    list(d.get("rule_terms", [])), int(d.get("rows", 0)),
-                   list(d.get("port_tables", [])))
+                   list(d.get("port_tables", [])), dict(d.get("classify", {})))
 
 
 class GenerationWriter:
@@ -176,7 +177,8 @@ class GenerationWriter:
         base = abi.row_index(gen, 0)
         return Written(sorted(tables.policies), sorted(tables.params), top,
                        sorted(tables.hook_rules), sorted(tables.rule_terms),
-                       max((k - base for k in tables.rows), default=0), list(tables.port_tables))
+                       max((k - base for k in tables.rows), default=0), list(tables.port_tables),
+                       {str(h): doc for h, doc in tables.classify.items()})
 
     def _put_keys(self, name: str, entries: Mapping[bytes, bytes]) -> None:
         """Keys into a hash / LPM trie, refusing clearly when the map is full."""
