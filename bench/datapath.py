@@ -1,6 +1,6 @@
-"""``datapath.*``: kernel ns per packet of today's emptcp chain vs one hand-written program.
+"""``datapath.*``: kernel ns per packet of the emptcp chain vs one hand-written program.
 
-Groundwork for issue 9.  emptcp side: the real chain (installed entry program
+Issue 9 (docs/datapath-v2.md).  emptcp side: the real chain (installed entry program
 + built-in stages + shared maps) through ``emptcp.plugins.testing.ChainHarness``;
 baseline: bench/bpf/monolithic.bpf.c, one program doing the same work without
 tail calls, compiled in the run.  Both run a 64-byte IPv4/TCP frame through
@@ -18,18 +18,19 @@ Rows (``<hook>`` = xdp | tc):
 
 - ``datapath.chain.<k>.<hook>`` (k = 1, 2, 4, 8): one policy ``service`` ->
   k x ``count`` vs a port check + k per-CPU counter increments.
-- ``datapath.conn.<N>.<hook>`` (N = 1, 8, 31): per-connection control.  Today
-  one ``tcp4tuple`` -> ``count`` policy per connection (at most 31 per hook:
-  32 tail calls), the packet matches policy N; baseline: N connections in one
-  hash map.  The set-valued selector of the new data path reports here with N
-  entries (N = 1, 100, 10 000, 1 000 000).
+- ``datapath.conn.<N>.<hook>`` (N = 1, 8, 31, 128): per-connection control as
+  one ``tcp4tuple`` -> ``count`` policy per connection, the packet matches
+  policy N; baseline: N connections in one hash map.
+- ``datapath.entries.<N>.<hook>`` (N = 10 000, 1 000 000; not 1e6 with --quick):
+  one ``tcp4tuple`` selector holding N connections (the set-valued selector)
+  vs the same selector holding 1 -- emptcp against itself (issue 9: <= 1.2x).
 - ``datapath.conn.mono.<N>.<hook>`` (N = 100, 10 000, 1 000 000; not 1e6 with
-  --quick): the baseline alone -- N connections vs 1 in its hash map -- since
-  emptcp cannot hold N > 31 connections today.
-- ``datapath.policies.<P>.<hook>`` (P = 1, 16, 31): P policies of one
-  built-in selector each (``service``, one port), the packet matches the last
-  (today's bound: P selectors + 1 action <= 32 tail calls, so 31 stands in
-  for the issue's 128); baseline: P port rules tried in order in one program.
+  --quick): the baseline alone -- N connections vs 1 in its hash map.
+- ``datapath.policies.<P>.<hook>`` (P = 1, 16, 31, 128): P policies of one
+  built-in selector each (``service``, one port), the packet matches the last;
+  baseline: P port rules tried in order in one program.
+- ``datapath.policies.scale.128.<hook>``: 128 such policies vs 1 -- emptcp
+  against itself (issue 9: <= 1.3x).
 - ``datapath.policies.mono.128.<hook>``: the baseline alone, 128 rules vs 1.
 """
 from __future__ import annotations
@@ -198,7 +199,7 @@ def conn(ctx: Context) -> list[Result]:
     repeat, rounds = _params(ctx)
     frame, out = _frame(), []
     with _harness() as h:
-        for n in (1, 8, 31):
+        for n in (1, 8, 31, 128):
             mono = Mono(ctx, conns=n)
             try:
                 mono.fill_conns(n)
@@ -220,12 +221,47 @@ def conn(ctx: Context) -> list[Result]:
                         f"datapath.conn.{n}.{hook}", ours, "ns/op",
                         f"monolithic {prog.name}: {n} connection(s) in one hash map", theirs,
                         f"kernel ns per 64-byte TCP frame ({kind}, repeat={repeat}, {rounds} "
-                        f"round(s)) of a connection's packet. emptcp today: one `tcp4tuple` -> "
-                        f"`count` policy per connection, packet matching policy {n} of {n} "
-                        f"({n + 1} tail calls; > 31 connections per hook is refused)"))
+                        f"round(s)) of a connection's packet: one `tcp4tuple` -> `count` policy "
+                        f"per connection, packet matching policy {n} of {n} (classified by "
+                        f"the entry, then 1 tail call)"))
             finally:
                 mono.close()
     return out + _conn_mono(ctx, repeat, rounds, frame)
+
+
+def _tuple(rport: int) -> dict:
+    return {"local_addr": LOCAL, "local_port": LPORT, "remote_addr": REMOTE, "remote_port": rport}
+
+
+@benchmark("datapath.entries")
+def entries(ctx: Context) -> list[Result]:
+    """One set-valued tcp4tuple selector with N entries vs 1 entry (emptcp vs itself)."""
+    repeat, rounds = _params(ctx)
+    frame, out = _frame(), []
+    from emptcp.plugins.testing import ChainHarness
+    with _harness() as one, ChainHarness(builtins=("tcp4tuple", "count")) as many:
+        for hook, (kind, _) in HOOKS.items():
+            one.policy(kind, selectors=[("tcp4tuple", _tuple(RPORT))], actions=["count"])
+        for n in ctx.pick((10_000, 1_000_000), (10_000,)):
+            conns = [_tuple(RPORT)] + [
+                {"local_addr": f"10.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}",
+                 "local_port": LPORT, "remote_addr": REMOTE, "remote_port": RPORT}
+                for i in range(n - 1)]
+            many.clear()
+            for hook, (kind, _) in HOOKS.items():
+                many.policy(kind, selectors=[("tcp4tuple", {"entries": conns})], actions=["count"])
+            for hook, (kind, verdict) in HOOKS.items():
+                ours, theirs = _pairs(
+                    rounds,
+                    lambda: _run_emptcp(many, kind, frame, repeat, verdict, 0, 0),
+                    lambda: _run_emptcp(one, kind, frame, repeat, verdict, 0, 0))
+                out.append(Result(
+                    f"datapath.entries.{n}.{hook}", ours, "ns/op",
+                    "emptcp: the same selector holding 1 connection", theirs,
+                    f"kernel ns per 64-byte TCP frame ({kind}, repeat={repeat}, {rounds} "
+                    f"round(s)): one `tcp4tuple` -> `count` policy whose selector holds {n} "
+                    "connections (one hash lookup); the packet's connection is one of them"))
+    return out
 
 
 def _conn_mono(ctx: Context, repeat: int, rounds: int, frame: bytes) -> list[Result]:
@@ -248,8 +284,8 @@ def _conn_mono(ctx: Context, repeat: int, rounds: int, frame: bytes) -> list[Res
                     out.append(Result(
                         f"datapath.conn.mono.{n}.{hook}", ours, "ns/op",
                         f"monolithic {p_one.name}: 1 connection in its hash map", theirs,
-                        f"BASELINE ONLY (the value column is the monolithic program, not emptcp, "
-                        f"which refuses > 31 connections per hook): {n} connections in one hash "
+                        f"BASELINE ONLY (the value column is the monolithic program, not emptcp; "
+                        f"see datapath.entries): {n} connections in one hash "
                         f"map, kernel ns per 64-byte frame ({kind}, repeat={repeat}); the same "
                         f"packet every time, so the lookup is cache-hot"))
             finally:
@@ -266,13 +302,14 @@ def policies(ctx: Context) -> list[Result]:
     mono = Mono(ctx)
     try:
         with _harness() as h:
-            for p in (1, 16, 31):
+            for p in (1, 16, 31, MAX_RULES):
                 ports = [1000 + i for i in range(p - 1)] + [LPORT]
                 mono.set_rules(ports)
                 h.clear()
                 for hook, (kind, verdict) in HOOKS.items():
                     for port in ports:
-                        h.policy(kind, selectors=[("service", {"ports": [port]})],
+                        h.policy(kind, selectors=[("service", {"ports": [port],
+                                                               "mode": "local"})],
                                  actions=["count"])
                 for hook, (kind, verdict) in HOOKS.items():
                     prog = mono.prog("rules", hook)
@@ -285,13 +322,34 @@ def policies(ctx: Context) -> list[Result]:
                         f"datapath.policies.{p}.{hook}", ours, "ns/op",
                         f"monolithic {prog.name}: {p} port rule(s) tried in order", theirs,
                         f"kernel ns per 64-byte TCP frame ({kind}, repeat={repeat}, {rounds} "
-                        f"round(s)): {p} policies of one `service` selector (one port) + `count`, "
-                        f"packet matching the last ({p + 1} tail calls). The issue asks for 128 "
-                        f"policies; today a hook is refused beyond 32 tail calls, so 31 is the "
-                        f"most that can match the last policy"))
+                        f"round(s)): {p} policies of one `service` selector (one port, mode "
+                        f"local) + `count`, packet matching the last (classified by the entry, "
+                        f"then 1 tail call)"))
+            out += _policies_scale(ctx, h, repeat, rounds, frame)
             out += _policies_mono(mono, repeat, rounds, frame)
     finally:
         mono.close()
+    return out
+
+
+def _policies_scale(ctx: Context, many, repeat: int, rounds: int, frame: bytes) -> list[Result]:
+    """emptcp against itself: 128 policies (``many`` holds them) vs 1, same packet."""
+    from emptcp.plugins.testing import ChainHarness
+    out = []
+    with ChainHarness(builtins=("service", "count")) as one:
+        for hook, (kind, _) in HOOKS.items():
+            one.policy(kind, selectors=[("service", {"ports": [LPORT], "mode": "local"})],
+                       actions=["count"])
+        for hook, (kind, verdict) in HOOKS.items():
+            ours, theirs = _pairs(
+                rounds,
+                lambda: _run_emptcp(many, kind, frame, repeat, verdict, MAX_RULES - 1, 0),
+                lambda: _run_emptcp(one, kind, frame, repeat, verdict, 0, 0))
+            out.append(Result(
+                f"datapath.policies.scale.{MAX_RULES}.{hook}", ours, "ns/op",
+                "emptcp: 1 policy", theirs,
+                f"kernel ns per 64-byte TCP frame ({kind}, repeat={repeat}): {MAX_RULES} `service` "
+                "policies, packet matching the last, vs one policy"))
     return out
 
 
@@ -309,8 +367,8 @@ def _policies_mono(mono: Mono, repeat: int, rounds: int, frame: bytes) -> list[R
         out.append(Result(
             f"datapath.policies.mono.{MAX_RULES}.{hook}", ours, "ns/op",
             f"monolithic {prog.name}: 1 rule", theirs,
-            f"BASELINE ONLY (the value column is the monolithic program, not emptcp, which "
-            f"cannot walk more than 31 policies to the last): {MAX_RULES} port rules tried in "
+            f"BASELINE ONLY (the value column is the monolithic program, not emptcp): "
+            f"{MAX_RULES} port rules tried in "
             f"order, packet matching the last, kernel ns per 64-byte frame ({kind}, "
             f"repeat={repeat})"))
     return out

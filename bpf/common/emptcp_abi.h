@@ -36,7 +36,7 @@
 #define EMPTCP_MAX_RULES	256	/* per hook and generation: 4 words of 64 bits */
 #define EMPTCP_RULE_WORDS	(EMPTCP_MAX_RULES / 64)
 #define EMPTCP_MAX_CLASSES	16384	/* per generation; class 0 = "no class" */
-#define EMPTCP_MAX_KEYS		(1 << 20)	/* exact-match keys, all generations */
+#define EMPTCP_MAX_KEYS		(1 << 21)	/* exact-match keys, all hooks and generations */
 #define EMPTCP_MAX_PREFIXES	65536	/* prefix keys, all generations */
 
 #define EMPTCP_PORT_TABLES_PER_GEN 8	/* hooks per generation using port selectors */

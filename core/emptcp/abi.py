@@ -31,7 +31,7 @@ EVENTS_BYTES = 256 * 1024    # emptcp_events ring buffer
 MAX_RULES = 256              # per hook and generation
 RULE_WORDS = MAX_RULES // 64
 MAX_CLASSES = 16384          # per generation; class 0 = "no class"
-MAX_KEYS = 1 << 20           # exact-match keys, all generations together
+MAX_KEYS = 1 << 21           # exact-match keys, all hooks and generations together
 MAX_PREFIXES = 65536         # prefix keys, all generations together
 NUM_DIMS = 7
 PREFIX_HDR_BITS = 32         # gen, hook, dim, family before the address in a prefix key

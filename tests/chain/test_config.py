@@ -61,8 +61,11 @@ def test_missing_file(tmp_path):
 
 
 # ---- limits: exactly at the limit passes, one more fails -------------------------------
-def _policy(name: str, hook: str, n_sel: int, n_act: int) -> str:
-    sels = ", ".join(['{ use = "service", ports = [1] }'] * n_sel)
+def _policy(name: str, hook: str, n_sel: int, n_act: int, sel: str = "mptcp_subtype") -> str:
+    """A policy of n_sel selectors (program selectors unless ``sel`` says otherwise)."""
+    one = ('{ use = "mptcp_subtype", subtype = 1 }' if sel == "mptcp_subtype"
+           else f'{{ use = "{sel}", ports = [1], mode = "local" }}')
+    sels = ", ".join([one] * n_sel)
     acts = ", ".join(['{ use = "count" }'] * n_act)
     return f'[[policy]]\nname = "{name}"\nhook = "{hook}"\nselectors = [ {sels} ]\n' \
            f'actions = [ {acts} ]\n'
@@ -113,7 +116,7 @@ def test_hooks_limit(stages):
 
 def test_tail_call_limit_counts_earlier_selectors(stages):
     assert LIMITS["tail_calls"] == 32
-    # 3 policies of 8 selectors + the 4th with 7 selectors and 1 action: 32 tail calls
+    # 3 policies of 8 program selectors + the 4th with 7 selectors and 1 action: 32 tail calls
     ok = HOOK_LO + "".join(_policy(f"p{i}", "in", 8, 1) for i in range(3)) \
         + _policy("p3", "in", 7, 1)
     resolve(parse_text(ok, "ok.toml")[0], stages)
@@ -123,6 +126,13 @@ def test_tail_call_limit_counts_earlier_selectors(stages):
     with pytest.raises(ConfigError, match=r"bad.toml:\d+: policy\[3\]: .*'p3' may need 33 "
                                           r"tail calls"):
         resolve(cfg, stages, loc)
+
+
+def test_builtin_selectors_cost_no_tail_calls(stages):
+    """Classified by the entry: 128 policies of 8 service selectors fit a hook."""
+    text = HOOK_LO + "".join(_policy(f"p{i}", "in", 8, 8, sel="service") for i in range(128))
+    r = resolve(parse_text(text, "many.toml")[0], stages)
+    assert len(r.hooks["in"].policies) == 128
 
 
 def test_priority_orders_policies_and_ties_keep_file_order(stages):
