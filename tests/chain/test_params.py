@@ -101,20 +101,20 @@ def test_set_recv_win_immediate_and_by_reference():
 
 
 def test_ip_pair_encoding():
-    blob = _encoded('{ use = "ip_pair", local_addr = "10.1.2.3/24", remote_addr = "10.9.0.0/16" }',
-                    "selectors")
-    ver, lpfx, rpfx, la, ra = struct.unpack("<BBBx16s16s", blob)
-    assert (ver, lpfx, rpfx) == (4, 24, 16)
-    assert la[:4] == bytes([10, 1, 2, 0]) and ra[:4] == bytes([10, 9, 0, 0])
-    blob6 = _encoded('{ use = "ip_pair", remote_addr = "fd00:1::/32" }', "selectors")
-    assert blob6[0] == 6 and blob6[2] == 32 and blob6[20:24] == bytes.fromhex("fd000001")
+    p = _encoded('{ use = "ip_pair", local_addr = "10.1.2.3/24", remote_addr = "10.9.0.0/16" }',
+                 "selectors")
+    (alt,) = p.alternatives
+    assert dict(alt) == {"laddr": {(4, 24, bytes([10, 1, 2, 0]) + bytes(12))},
+                         "raddr": {(4, 16, bytes([10, 9, 0, 0]) + bytes(12))}}
+    p6 = _encoded('{ use = "ip_pair", remote_addr = "fd00:1::/32" }', "selectors")
+    (alt,) = p6.alternatives
+    assert dict(alt) == {"laddr": {(6, 0, bytes(16))},     # missing side: any IPv6 address
+                         "raddr": {(6, 32, bytes.fromhex("fd000001") + bytes(12))}}
 
 
 def test_service_encoding_uses_named_service():
-    blob = _encoded('{ use = "service", ports = "web", mode = "local" }', "selectors")
-    n, mode = struct.unpack_from("<BB", blob)
-    assert (n, mode) == (2, 1)
-    assert struct.unpack_from("<HHHH", blob, 4) == (80, 80, 8000, 8001)
+    p = _encoded('{ use = "service", ports = "web", mode = "local" }', "selectors")
+    assert p.alternatives == ((("lport", frozenset({80, 8000, 8001})),),)   # local: no rport
 
 
 def test_tcp_opt_del_and_mptcp_subtype_encoding():

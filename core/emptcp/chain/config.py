@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import tomllib
@@ -381,6 +382,19 @@ def _check_tail_calls(hook: ResolvedHook, loc: _Locator, cfg: Config) -> None:
                 "built-in selectors (classified without tail calls)", loc.where("policy", idx))
 
 
+def _entries_ref(name: str, loc: _Locator, where: str) -> str:
+    """``PATH#sha256=DIGEST`` of an entries file: absolute (relative names are the policy
+    file's neighbours), with its content's digest so that editing the file changes the
+    configuration (and its digest) like editing the TOML does."""
+    base = os.path.dirname(os.path.abspath(loc.path)) if not loc.path.startswith("<") else os.getcwd()
+    path = os.path.join(base, os.path.expanduser(name))
+    try:
+        data = open(path, "rb").read()
+    except OSError as e:
+        raise ConfigError(f"entries file {path}: {e.strerror}", where) from None
+    return f"{path}#sha256={hashlib.sha256(data).hexdigest()}"
+
+
 def _resolve_stage(stage: Stage, kind: str, hook: ResolvedHook, cfg: Config,
                    stages: Mapping[str, StageSpec], loc: _Locator, i: int, key: str,
                    j: int) -> ResolvedStage:
@@ -409,6 +423,10 @@ def _resolve_stage(stage: Stage, kind: str, hook: ResolvedHook, cfg: Config,
                                   f"{', '.join(cfg.services) or 'none'})",
                                   loc.where("policy", i, key, j, p.name))
             params[p.name] = cfg.services[v]
+    for p in spec.params:  # a file of entries, named relative to the policy file
+        v = params.get(p.name)
+        if p.type == "entries" and isinstance(v, str) and "#sha256=" not in v:
+            params[p.name] = _entries_ref(v, loc, loc.where("policy", i, key, j, p.name))
     first_bad = next((k for k in params if k not in {p.name for p in spec.params}), None)
     values = validate_params(spec, params,
                              loc.where("policy", i, key, j, first_bad) if first_bad else where)
@@ -421,6 +439,8 @@ def _resolve_stage(stage: Stage, kind: str, hook: ResolvedHook, cfg: Config,
                                   loc.where("policy", i, key, j, p.name)) from None
     try:
         encoded = spec.encode(values)
+    except ConfigError as e:
+        raise ConfigError(e.message, e.where or where) from None
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e), where) from None
     except Exception as e:  # a plugin's encoder failing is the plugin's fault

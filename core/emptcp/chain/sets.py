@@ -21,10 +21,11 @@ Keys, per dimension (addresses as 16 bytes, IPv4 in the first 4; ports host orde
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-__all__ = ["SetParam", "CLASSIFIED", "PREFIX_DIMS", "DIM_NUMBERS", "tcp4tuple_set",
+__all__ = ["parse_entry", "format_entry", "read_entries", "SetParam", "CLASSIFIED", "PREFIX_DIMS", "DIM_NUMBERS", "tcp4tuple_set",
            "tcp2tuple_set", "ip_pair_set", "service_set", "addr16", "prefix_contains"]
 
 #: the built-in selectors that are classified by the entry instead of run as programs
@@ -182,3 +183,67 @@ def prefix_contains(outer: tuple[int, int, bytes], inner: tuple[int, int, bytes]
         mask = (0xFF << (8 - rest)) & 0xFF
         return (ao[full] & mask) == (ai[full] & mask)
     return True
+
+
+# ---- entries as text (emptcp flow, and `entries = "FILE"` in a policy file) ----------
+ENTRY_FORMS = {"tcp4tuple": "LOCAL_ADDR LOCAL_PORT REMOTE_ADDR REMOTE_PORT",
+               "tcp2tuple": "LOCAL_PORT REMOTE_PORT or LOCAL_ADDR REMOTE_ADDR",
+               "service": "PORT or LO-HI"}
+
+
+def _int_port(text: str) -> int:
+    return int(text, 10)
+
+
+def parse_entry(stage: str, text: str) -> dict[str, Any]:
+    """One entry of ``stage`` from its text form (fields or a JSON object)."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            e = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"entry {text!r}: not JSON: {err}") from None
+        if not isinstance(e, dict):
+            raise ValueError(f"entry {text!r}: a JSON entry must be an object")
+        return e
+    f = text.replace(",", " ").split()
+    try:
+        if stage == "tcp4tuple" and len(f) == 4:
+            return {"local_addr": f[0], "local_port": _int_port(f[1]), "remote_addr": f[2],
+                    "remote_port": _int_port(f[3])}
+        if stage == "tcp2tuple" and len(f) == 2:
+            if all(x.isdigit() for x in f):
+                return {"local_port": _int_port(f[0]), "remote_port": _int_port(f[1])}
+            return {"local_addr": str(ipaddress.ip_address(f[0])),
+                    "remote_addr": str(ipaddress.ip_address(f[1]))}
+        if stage == "service" and len(f) == 1:
+            if "-" in f[0]:
+                lo, hi = f[0].split("-", 1)
+                return {"port": [_int_port(lo), _int_port(hi)]}
+            return {"port": _int_port(f[0])}
+    except ValueError as err:
+        raise ValueError(f"{stage} entry {text!r}: {err}") from None
+    raise ValueError(f"{stage} entry {text!r}: expected {ENTRY_FORMS.get(stage, 'a JSON object')}")
+
+
+def format_entry(e: dict[str, Any]) -> str:
+    if "port" in e:
+        return str(e["port"])
+    order = ("local_addr", "local_port", "remote_addr", "remote_port")
+    return " ".join(str(e[k]) for k in order if k in e)
+
+
+def read_entries(stage: str, path: str) -> list[dict[str, Any]]:
+    """Entries of ``stage`` from a file, one per line ('#' starts a comment); a bad line
+    raises ValueError naming path:line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            try:
+                out.append(parse_entry(stage, line))
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: {e}") from None
+    return out

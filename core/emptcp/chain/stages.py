@@ -30,7 +30,8 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-_TYPES = ("int", "bool", "str", "port", "ports", "cidr", "cidrs", "ip", "iface", "list")
+_TYPES = ("int", "bool", "str", "port", "ports", "cidr", "cidrs", "ip", "iface", "list",
+          "entries")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Param:
 
     ``type``: int | bool | str | port (0..65535) | ports (list of ports or
     "lo-hi" ranges) | cidr (IPv4/IPv6 prefix) | cidrs (one prefix or a list) | ip |
-    iface (an interface name) | list. ``min``/``max`` bound ints; ``choices`` restricts values.
+    iface (an interface name) | list | entries (a list of tables, or the name of a
+    file of entries, one per line -- resolved against the policy file's directory). ``min``/``max`` bound ints; ``choices`` restricts values.
     """
     name: str
     type: str = "int"
@@ -102,6 +104,9 @@ class Param:
         elif t == "list":
             if not isinstance(value, list):
                 raise bad(f"expected a list, got {value!r}")
+        elif t == "entries":
+            if not isinstance(value, (list, str)) or value == "":
+                raise bad(f"expected a list of tables or a file name, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise bad(f"{value!r} is not one of {list(self.choices)}")
         return value

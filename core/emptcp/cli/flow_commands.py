@@ -13,15 +13,15 @@ batches (:class:`emptcp.runtime.flows.Flows`).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
 from typing import Any, Iterable, Iterator
 
 from ..abi import DEFAULT_PIN_ROOT
+from ..chain.sets import format_entry, parse_entry
 
-__all__ = ["COMMAND_NAMES", "add_parsers", "cmd_flow", "parse_entry", "format_entry"]
+__all__ = ["COMMAND_NAMES", "add_parsers", "cmd_flow"]
 
 COMMAND_NAMES = ("flow",)
 BATCH = 65536
@@ -61,65 +61,31 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_flow)
 
 
-def _port(text: str) -> int:
-    return int(text, 10)
-
-
-def parse_entry(stage: str, text: str) -> dict[str, Any]:
-    """One entry of ``stage`` from its text form (fields or a JSON object)."""
-    from ..errors import ConfigError
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            e = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"entry {text!r}: not JSON: {err}") from None
-        if not isinstance(e, dict):
-            raise ConfigError(f"entry {text!r}: a JSON entry must be an object")
-        return e
-    f = text.replace(",", " ").split()
-    try:
-        if stage == "tcp4tuple" and len(f) == 4:
-            return {"local_addr": f[0], "local_port": _port(f[1]), "remote_addr": f[2],
-                    "remote_port": _port(f[3])}
-        if stage == "tcp2tuple" and len(f) == 2:
-            if all(x.isdigit() for x in f):
-                return {"local_port": _port(f[0]), "remote_port": _port(f[1])}
-            return {"local_addr": str(ipaddress.ip_address(f[0])),
-                    "remote_addr": str(ipaddress.ip_address(f[1]))}
-        if stage == "service" and len(f) == 1:
-            if "-" in f[0]:
-                lo, hi = f[0].split("-", 1)
-                return {"port": [_port(lo), _port(hi)]}
-            return {"port": _port(f[0])}
-    except ValueError as err:
-        raise ConfigError(f"{stage} entry {text!r}: {err}") from None
-    forms = {"tcp4tuple": "LOCAL_ADDR LOCAL_PORT REMOTE_ADDR REMOTE_PORT",
-             "tcp2tuple": "LOCAL_PORT REMOTE_PORT or LOCAL_ADDR REMOTE_ADDR",
-             "service": "PORT or LO-HI"}
-    raise ConfigError(f"{stage} entry {text!r}: expected {forms.get(stage, 'a JSON object')}")
-
-
-def format_entry(e: dict[str, Any]) -> str:
-    if "port" in e:
-        return str(e["port"])
-    order = ("local_addr", "local_port", "remote_addr", "remote_port")
-    return " ".join(str(e[k]) for k in order if k in e)
-
-
-def _lines(args: argparse.Namespace) -> Iterator[str]:
-    yield from args.entries
+def _lines(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """(where, text) of every entry: arguments, then the file's lines."""
+    for i, text in enumerate(args.entries):
+        yield f"argument {i + 1}", text
     if not args.file:
         return
+    name = "<stdin>" if args.file == "-" else args.file
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
     try:
-        for line in stream:
+        for n, line in enumerate(stream, 1):
             line = line.split("#", 1)[0].strip()
             if line:
-                yield line
+                yield f"{name}:{n}", line
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+def _parsed(stage: str, lines: Iterable[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    from ..errors import ConfigError
+    for where, text in lines:
+        try:
+            yield parse_entry(stage, text)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -152,7 +118,8 @@ def cmd_flow(args: argparse.Namespace) -> int:
     stage = flows.stage_of(args.policy, args.selector)
     total = 0
     change = flows.add if args.action == "add" else flows.delete
-    for batch in _batches((parse_entry(stage, t) for t in _lines(args)), BATCH):
+    # every entry parsed before the first is written: bad input changes nothing
+    for batch in _batches(list(_parsed(stage, _lines(args))), BATCH):
         total += change(args.policy, batch, args.selector)
     if args.json:
         print(json.dumps({"policy": args.policy, "action": args.action, "changed": total}))

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from .. import object_dir
 from ..errors import ConfigError
-from ..chain.sets import SetParam, ip_pair_set, service_set, tcp2tuple_set, tcp4tuple_set
+from ..chain.sets import (SetParam, ip_pair_set, read_entries, service_set, tcp2tuple_set,
+                          tcp4tuple_set)
 from ..chain.stages import HOOKS, Param, StageSpec
 from .hookspec import hookimpl
 
@@ -45,6 +46,8 @@ def _entries(stage: str, p: dict[str, Any], keys: tuple[str, ...]) -> list[dict[
         raise ConfigError(f"{stage}: give either {', '.join(single)} or entries, not both")
     if listed is None:
         return [single]
+    if isinstance(listed, str):
+        return _entries_file(stage, listed)
     for i, e in enumerate(listed):
         if not isinstance(e, dict):
             raise ConfigError(f"{stage}: entries[{i}] is not a table like "
@@ -54,6 +57,24 @@ def _entries(stage: str, p: dict[str, Any], keys: tuple[str, ...]) -> list[dict[
             raise ConfigError(f"{stage}: entries[{i}] has unknown keys {extra} "
                               f"(expected {', '.join(keys)})")
     return listed
+
+
+def _entries_file(stage: str, ref: str) -> list[dict[str, Any]]:
+    """Entries from ``PATH#sha256=DIGEST`` (the form resolution gives a file name): the
+    digest makes a changed file a changed configuration, and a file changed since
+    resolution an error rather than silently different entries."""
+    import hashlib
+    path, _, digest = ref.partition("#sha256=")
+    try:
+        data = open(path, "rb").read()
+    except OSError as e:
+        raise ConfigError(f"{stage}: entries file {path}: {e.strerror}") from None
+    if digest and hashlib.sha256(data).hexdigest() != digest:
+        raise ConfigError(f"{stage}: entries file {path} changed since it was read")
+    try:
+        return read_entries(stage, path)
+    except ValueError as e:
+        raise ConfigError(f"{stage}: {e}") from None
 
 
 def enc_tcp4tuple(p: dict[str, Any]) -> SetParam:
@@ -155,14 +176,16 @@ _STAGES: list[tuple[str, str, bool, tuple[Param, ...], Callable, str]] = [
     ("tcp4tuple", "selector", False,
      (Param("local_addr", "ip", default=None), Param("local_port", "port", default=None),
       Param("remote_addr", "ip", default=None), Param("remote_port", "port", default=None),
-      Param("entries", "list", default=None,
-            description="many connections: [{local_addr, local_port, remote_addr, remote_port}]")),
+      Param("entries", "entries", default=None,
+            description="many connections: [{local_addr, local_port, remote_addr, remote_port}]"
+                        " or a file, one 'LOCAL_ADDR LOCAL_PORT REMOTE_ADDR REMOTE_PORT' per line")),
      enc_tcp4tuple, "TCP connections seen from this host (one, or a set: hash lookup)"),
     ("tcp2tuple", "selector", False,
      (Param("local_addr", "ip", default=None), Param("remote_addr", "ip", default=None),
       Param("local_port", "port", default=None), Param("remote_port", "port", default=None),
-      Param("entries", "list", default=None,
-            description="many pairs: [{local_port, remote_port}] or [{local_addr, remote_addr}]")),
+      Param("entries", "entries", default=None,
+            description="many pairs: [{local_port, remote_port}] or [{local_addr, remote_addr}],"
+                        " or a file of such pairs, one per line")),
      enc_tcp2tuple, "two ports or two addresses of a TCP connection (one pair or a set)"),
     ("service", "selector", False,
      (Param("ports", "ports", description="ports and 'lo-hi' ranges"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -29,7 +30,7 @@ from .. import builtin_object
 from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_KEY, HOOK_STAT, KINDS, MAX_GEN,
                    MAX_HOOKS, SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
 from ..chain.sets import SetParam
-from ..errors import EmptcpError, NotFoundError, VerifierError
+from ..errors import ConfigError, EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
 from ..bpf.maps import Map, MapType
 from ..bpf.objects import Object, ObjectSpec
@@ -40,6 +41,8 @@ from .pinroot import PinRoot, check_on_bpffs, locked, unpin
 from . import tcattach
 from .rcu import wait_grace_period
 from ..chain.stages import HOOK_TYPE, StageSpec
+
+log = logging.getLogger("emptcp.engine")
 
 if TYPE_CHECKING:  # the configuration layer is needed to apply, not to read status
     from ..chain.config import Resolved, ResolvedStage
@@ -332,9 +335,17 @@ class Engine:
         from ..plugins.builtin import builtin_specs
         from .flows import RUNTIME_STAGES, carried
         specs = {s.name: s for s in builtin_specs() if s.name in RUNTIME_STAGES}
-        static = {(p["name"], si): specs[s["use"]].encode(s["params"])
-                  for h in doc["resolved"]["hooks"] for p in h["policies"]
-                  for si, s in enumerate(p["selectors"]) if s["use"] in specs}
+        static = {}
+        for h in doc["resolved"]["hooks"]:
+            for p in h["policies"]:
+                for si, s in enumerate(p["selectors"]):
+                    if s["use"] not in specs:
+                        continue
+                    try:     # its static entries as applied (an entries file may be gone)
+                        static[(p["name"], si)] = specs[s["use"]].encode(s["params"])
+                    except ConfigError as e:
+                        log.warning("run-time entries of policy %r selector %d are not "
+                                    "carried over: %s", p["name"], si, e)
         return carried(doc, writer.maps, static)
 
     def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,

@@ -327,7 +327,7 @@ def carried(doc: dict[str, Any], maps: Mapping[str, Any], static: Mapping[tuple[
         for pi, p in enumerate(h["policies"]):
             for si, s in enumerate(p["selectors"]):
                 owner = cdoc["owners"].get(f"{pi}/{si}")
-                if not owner or s["use"] not in RUNTIME_STAGES:
+                if not owner or s["use"] not in RUNTIME_STAGES or (p["name"], si) not in static:
                     continue
                 if found is None:
                     found = _keys_of(maps, gen, doc["hook_ids"][h["name"]], cdoc)
