@@ -144,10 +144,13 @@ class Engine:
         current = self.state()
         old = current[1] if current else None
         summary = diff_summary(old, resolved)
-        if old is not None and old.get("digest") == digest:
+        same = old is not None and old.get("digest") == digest
+        repair = self._hooks_to_repair(old) if same else {}   # type: ignore[arg-type]
+        if same and not repair:
             self._cleanup_stale(old)
             return ApplyResult(False, current[0], ["no changes: this configuration is "  # type: ignore[index]
                                                    "already applied"])
+        summary += [f"~ hook {name}: {why}" for name, why in repair.items()]
         if dry_run:
             try:
                 self._preflight(resolved, objects)
@@ -347,7 +350,7 @@ class Engine:
             if h.type != "xdp":
                 tc_mech = tc_mech or tcattach.mechanism()
                 if tc_mech == "cls_bpf":
-                    self._attach_cls(h, entry, attached)
+                    self._attach_cls(h, entry, attached, was, moved)
                     continue
             path = self.pins.link(h.type, h.interface)
             if os.path.exists(path):
@@ -371,26 +374,28 @@ class Engine:
                 link.pin(path)
             attached.append(path)
 
-    def _attach_cls(self, h: Any, entry: Object, attached: list[str]) -> None:
-        """A TC hook without TCX: emptcp's cls_bpf filter (re-placed when its position
-        changed: the new filter is added before the old one goes, so no packet misses
-        emptcp; for an instant a packet may meet both, which run the same generation)."""
+    def _attach_cls(self, h: Any, entry: Object, attached: list[str],
+                    was: dict[tuple[int, str], str],
+                    moved: list[tuple[str, str]] | None) -> None:
+        """A TC hook without TCX: emptcp's cls_bpf filter. An existing one stays; one at
+        another position is re-placed (recorded in ``moved`` for the rollback, as a TCX
+        link's move is); a marker whose filter is gone gets its filter back."""
         path = os.path.join(self.pins.links, tcattach.cls_pin_name(h.type, h.ifindex))
         position = h.position or "last"
-        if os.path.exists(path):
-            info = tcattach.cls_info(path)
-            if info and info["priority"] == tcattach.CLS_PRIORITY[position]:
-                return
-            tmp = path + "-new"
-            unpin(tmp)
+        if os.path.lexists(path + tcattach.CLS_TMP_SUFFIX):   # an earlier version's
+            tcattach.detach_cls(path + tcattach.CLS_TMP_SUFFIX)
+        if not os.path.exists(path):
             tcattach.attach_cls(entry.programs[ENTRY_PROGRAMS[h.type]], h.ifindex, h.type,
-                                position, tmp)
-            tcattach.detach_cls(path)
-            os.replace(tmp, path)
+                                position, path)
+            attached.append(path)
             return
-        tcattach.attach_cls(entry.programs[ENTRY_PROGRAMS[h.type]], h.ifindex, h.type,
-                            position, path)
-        attached.append(path)
+        info = tcattach.cls_info(path)
+        if info and info["priority"] == tcattach.CLS_PRIORITY[position]:
+            return
+        before = was.get((h.ifindex, h.type))
+        if info and info["priority"] is not None and before is not None and moved is not None:
+            moved.append((path, before))
+        tcattach.place_cls(h.ifindex, h.type, position, path)
 
     def _unattach(self, path: str) -> None:
         """Undo one attachment pin: a link goes with its pin; a cls_bpf filter is removed."""
@@ -418,9 +423,14 @@ class Engine:
                     new.pin(path)
 
     def _unmove(self, moved: list[tuple[str, str]]) -> None:
-        """Rollback of :meth:`_place_tcx`: put re-placed links back where they were."""
+        """Rollback of :meth:`_place_tcx` and of a cls_bpf re-placement: put re-placed
+        attachments back where they were."""
         for path, position in reversed(moved):
             with contextlib.suppress(EmptcpError, OSError):
+                parsed = tcattach.parse_cls_pin(os.path.basename(path))
+                if parsed:
+                    tcattach.place_cls(parsed[1], parsed[0], position, path)
+                    continue
                 hook_type = os.path.basename(path).split("@", 1)[0]
                 self._place_tcx(path, hook_type, position)
 
@@ -537,19 +547,7 @@ class Engine:
             for h in doc["resolved"]["hooks"]:
                 hid = doc["hook_ids"][h["name"]]
                 hs = [sum(col) for col in zip(*hook_stats[hid])]
-                link_path = self.pins.link(h["type"], h["interface"])
-                cls_path = os.path.join(self.pins.links,
-                                        tcattach.cls_pin_name(h["type"], h["ifindex"]))
-                attached = None
-                if os.path.exists(link_path):
-                    with Link.from_pin(link_path) as link:
-                        i = link.info
-                        attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
-                                    "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
-                    if h["type"] != "xdp":
-                        attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
-                elif h["type"] != "xdp" and os.path.exists(cls_path):
-                    attached = tcattach.cls_info(cls_path)
+                attached = self._attachment(h)
                 entry = dict(h, hook_id=hid, attached=attached,
                              counters=dict(zip(("packets", "matched", "unmatched",
                                                 "missed_tail_calls", "errors"), hs)))
@@ -562,6 +560,44 @@ class Engine:
                                              "missed_tail_calls": missed}
                 hooks.append(entry)
         out["hooks"] = hooks
+        return out
+
+    def _attachment(self, h: dict[str, Any]) -> dict[str, Any] | None:
+        """How the hook ``h`` (a resolved hook of a generation description) is attached
+        now: its pinned XDP/TCX link, or its cls_bpf filter; None when it is not (a cls_bpf
+        marker whose filter is gone is not an attachment)."""
+        link_path = self.pins.link(h["type"], h["interface"])
+        if os.path.exists(link_path):
+            with Link.from_pin(link_path) as link:
+                i = link.info
+                attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
+                            "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
+            if h["type"] != "xdp":
+                attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
+            return attached
+        cls_path = os.path.join(self.pins.links, tcattach.cls_pin_name(h["type"], h["ifindex"]))
+        if h["type"] != "xdp" and os.path.exists(cls_path):
+            info = tcattach.cls_info(cls_path)
+            return info if tcattach.cls_running(info) else None
+        return None
+
+    def _hooks_to_repair(self, doc: dict[str, Any]) -> dict[str, str]:
+        """{hook name: why} for the hooks of ``doc`` whose attachment is not what ``doc``
+        says: none at all (an apply killed while it re-placed one, a filter removed by
+        hand), or a cls_bpf filter at another position's priority (killed mid-move)."""
+        out = {}
+        for h in doc.get("resolved", {}).get("hooks", []):
+            try:
+                att = self._attachment(h)
+            except (EmptcpError, OSError) as e:
+                out[h["name"]] = f"its attachment cannot be read ({e})"
+                continue
+            if att is None:
+                out[h["name"]] = "attached again (its attachment was gone)"
+            elif att.get("mode") == "cls_bpf" and att.get("priority") is not None and \
+                    att["priority"] != tcattach.CLS_PRIORITY[h.get("position") or "last"]:
+                out[h["name"]] = (f"filter moved back to position {h.get('position') or 'last'}"
+                                  f" (found at priority {att['priority']})")
         return out
 
     # ---- detach -------------------------------------------------------------
