@@ -59,6 +59,18 @@ CHECKS: tuple[Check, ...] = (
 
 BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 
+#: the CI profile (``python -m tests.kernels --ci``): what CI can afford per kernel under
+#: TCG (tests/kernels/budget.py) -- every program through the verifier, apply/status/
+#: detach on XDP, tc-ingress and tc-egress with traffic, and one MPTCP demo
+CI_CHECKS: tuple[str, ...] = ("stage-load", "cli-xdp", "cli-tc-egress", "cli-tc-ingress",
+                              "demo-backup")
+
+
+def needs_objects(checks: list[Check]) -> bool:
+    """Whether any of ``checks`` runs tests/datapath, whose BPF objects the host builds
+    first (EMPTCP_TEST_BPF_OBJDIR: clang under TCG takes minutes)."""
+    return any(n.startswith("tests/datapath/") for c in checks for n in c.nodes)
+
 
 def select(names: list[str] | None) -> list[Check]:
     """The checks named (in matrix order), or all; unknown names raise ValueError."""
