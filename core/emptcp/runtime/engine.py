@@ -36,7 +36,7 @@ from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
-from . import tcattach
+from . import features, tcattach
 from .rcu import wait_grace_period
 from ..chain.stages import HOOK_TYPE, StageSpec
 
@@ -648,11 +648,25 @@ def stage_context(resolved: Resolved, path: str, uses: list[tuple[str, StageSpec
                                             for s in p.selectors + p.actions)]
         origin = f"plugin '{spec.plugin}'" + (f", distribution {spec.distribution}"
                                               if spec.distribution else "")
+        head = (f"{spec.kind} '{spec.name}' ({origin}), used by policy "
+                f"{', '.join(users) or '-'}")
+        # a feature this kernel lacks (a helper, a kfunc): name it and the first kernel
+        # that has it, not the verifier's log (a load that failed before any program was
+        # verified -- an unresolved kfunc -- names no program: every one used is asked)
+        progs = [(t, st.programs[t]) for t, st in uses if st.programs.get(t)
+                 and (program is None or st.programs[t] == program)]
+        for ptype, prog in progs:
+            lacking = features.missing(path, prog, ptype)
+            if lacking:
+                last = features.last_word(getattr(e, "log", "")) or \
+                    (str(e).splitlines() or [""])[0]
+                raise StageLoadError(f"{head}: cannot run on this kernel: program '{prog}' "
+                                     f"{features.describe(lacking, ptype)}\n(the kernel's "
+                                     f"last word: {last})", e) from e
         what = (f"the verifier rejected program '{program}'" if isinstance(e, VerifierError)
                 else f"loading {path} failed")
         tail = "\n".join(getattr(e, "log", "").strip().splitlines()[-12:]) or str(e)
-        raise StageLoadError(f"{spec.kind} '{spec.name}' ({origin}), used by policy "
-                             f"{', '.join(users) or '-'}: {what}:\n{tail}", e) from e
+        raise StageLoadError(f"{head}: {what}:\n{tail}", e) from e
 
 
 def _tcx_order(ifindex: int, hook_type: str, link_id: int) -> dict[str, Any] | None:
