@@ -353,3 +353,66 @@ def test_cls_pin_names_round_trip():
     for bad in ("tc-ingress@veth0", "cls-xdp@if3-ns4", "cls-tc-ingress@ifx-ns4",
                 "cls-tc-ingress@if3-ns4-other"):
         assert tcattach.parse_cls_pin(bad) is None, bad
+
+
+@pytest.mark.parametrize("first,then", [("tcx", "cls_bpf"), ("cls_bpf", "tcx")])
+def test_switching_the_attach_mechanism_leaves_one_attachment(veth_ns, tmp_path, monkeypatch,
+                                                             first, then):
+    """EMPTCP_TC_ATTACH changed between two applies (same configuration, then a changed
+    one): the hook ends attached once, the new way; the other kind's attachment goes
+    (it would run every packet through emptcp twice)."""
+    from emptcp import api
+    from emptcp.bpf.links import tcx_query
+    v = veth_ns
+    ns, ifname = v["b"], v["b_if"]
+    pin_root = new_pin_root("cls-switch")
+
+    def kinds() -> tuple[int, int]:
+        with netns.enter(ns):
+            n_tcx = len(tcx_query(ifname, "ingress"))
+        return n_tcx, len(filters(ns, ifname, "ingress"))
+    try:
+        monkeypatch.setenv(tcattach.ENV, first)
+        with netns.enter(ns):
+            api.apply(_policy_file(tmp_path, ifname, None), pin_root)
+        assert kinds() == ((1, 0) if first == "tcx" else (0, 1))
+        monkeypatch.setenv(tcattach.ENV, then)
+        with netns.enter(ns):
+            res = api.apply(_policy_file(tmp_path, ifname, None), pin_root)  # same digest
+            st = api.status(pin_root)
+        assert any(f"attached as {then}" in line for line in res.summary), res.summary
+        assert kinds() == ((1, 0) if then == "tcx" else (0, 1))
+        assert st["hooks"][0]["attached"]["mode"] == then and st["stale"] == []
+        with netns.enter(ns):
+            assert "no changes" in api.apply(_policy_file(tmp_path, ifname, None),
+                                             pin_root).summary[0]
+    finally:
+        with netns.enter(ns):
+            api.detach(pin_root=pin_root, all=True)
+    assert kinds() == (0, 0) and not os.path.exists(pin_root)
+
+
+def test_two_pin_roots_on_one_hook_are_told_apart(veth_ns, cls_bpf, tmp_path):
+    """Without TCX one emptcp filter per hook and position: a second pin root's apply is
+    refused naming the filter already there and how to remove it, and leaves nothing."""
+    from emptcp import api
+    from emptcp.errors import EmptcpError
+    v = veth_ns
+    ns, ifname = v["b"], v["b_if"]
+    one, two = new_pin_root("cls-one"), new_pin_root("cls-two")
+    try:
+        with netns.enter(ns):
+            api.apply(_policy_file(tmp_path, ifname, None), one)
+            with pytest.raises(EmptcpError) as e:
+                api.apply(_policy_file(tmp_path, ifname, None), two)
+        msg = str(e.value)
+        assert "already sits at priority 49152" in msg and "another emptcp pin root" in msg
+        assert "tc filter del dev <interface> ingress protocol all prio 49152 handle 0xe3b7 " \
+               "bpf" in msg, msg
+        assert not os.path.exists(two)
+        assert list(filters(ns, ifname, "ingress")) == [tcattach.CLS_PRIORITY["last"]]
+    finally:
+        with netns.enter(ns):
+            api.detach(pin_root=one, all=True)
+            api.detach(pin_root=two, all=True)
+    assert filters(ns, ifname, "ingress") == {}

@@ -158,6 +158,10 @@ class Engine:
                 if current is None:
                     self._remove_empty_dirs()
             return ApplyResult(bool(summary), current[0] if current else -1, summary)
+        # how TC hooks attach (TCX link or cls_bpf filter): recorded, so that the other
+        # kind's attachments of a previous apply (EMPTCP_TC_ATTACH changed) become stale
+        tc_attach = tcattach.mechanism() if any(
+            h.type != "xdp" for h in resolved.hooks.values()) else None
         created: list[str] = []      # pins this apply made; removed if it fails
         attached: list[str] = []     # link pins this apply made
         moved: list[tuple[str, str]] = []  # (link pin, previous position) re-placed links
@@ -185,7 +189,7 @@ class Engine:
                    "applied_at": time.time(), "config": resolved.config.to_dict(),
                    "resolved": resolved.describe(), "hook_ids": hook_ids,
                    "slots": {f"{t}:{n}": s for (t, n), s in slots.items()},
-                   "pin_root": self.pins.root}
+                   "pin_root": self.pins.root, "tc_attach": tc_attach}
             write_meta(self.pins.gen(gen), doc)
             created.append(self.pins.gen(gen))
             self._progress("attach")
@@ -504,12 +508,14 @@ class Engine:
 
     # ---- status -------------------------------------------------------------
     def _owned_pins(self, doc: dict[str, Any] | None) -> set[str]:
-        """Names under links/ the configuration ``doc`` owns (a TC hook: either the TCX
-        link or the cls_bpf marker, whichever the kernel uses)."""
+        """Names under links/ the configuration ``doc`` owns (a TC hook: the TCX link or
+        the cls_bpf marker, as ``doc`` attached it; either when ``doc`` does not say)."""
         keep = set()
+        mech = (doc or {}).get("tc_attach")
         for h in (doc or {}).get("resolved", {}).get("hooks", []):
-            keep.add(os.path.basename(self.pins.link(h["type"], h["interface"])))
-            if h["type"] != "xdp":
+            if h["type"] == "xdp" or mech != "cls_bpf":
+                keep.add(os.path.basename(self.pins.link(h["type"], h["interface"])))
+            if h["type"] != "xdp" and mech != "tcx":
                 keep.add(tcattach.cls_pin_name(h["type"], h["ifindex"]))
         return keep
 
@@ -547,7 +553,7 @@ class Engine:
             for h in doc["resolved"]["hooks"]:
                 hid = doc["hook_ids"][h["name"]]
                 hs = [sum(col) for col in zip(*hook_stats[hid])]
-                attached = self._attachment(h)
+                attached = self._attachment(h, doc.get("tc_attach"))
                 entry = dict(h, hook_id=hid, attached=attached,
                              counters=dict(zip(("packets", "matched", "unmatched",
                                                 "missed_tail_calls", "errors"), hs)))
@@ -562,38 +568,49 @@ class Engine:
         out["hooks"] = hooks
         return out
 
-    def _attachment(self, h: dict[str, Any]) -> dict[str, Any] | None:
+    def _attachment(self, h: dict[str, Any], mech: str | None = None) -> dict[str, Any] | None:
         """How the hook ``h`` (a resolved hook of a generation description) is attached
-        now: its pinned XDP/TCX link, or its cls_bpf filter; None when it is not (a cls_bpf
+        now: its pinned XDP/TCX link, or its cls_bpf filter (looked at first when ``mech``,
+        the description's ``tc_attach``, says cls_bpf); None when it is not (a cls_bpf
         marker whose filter is gone is not an attachment)."""
-        link_path = self.pins.link(h["type"], h["interface"])
-        if os.path.exists(link_path):
-            with Link.from_pin(link_path) as link:
-                i = link.info
+        def link() -> dict[str, Any] | None:
+            link_path = self.pins.link(h["type"], h["interface"])
+            if not os.path.exists(link_path):
+                return None
+            with Link.from_pin(link_path) as lk:
+                i = lk.info
                 attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
                             "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
             if h["type"] != "xdp":
                 attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
             return attached
-        cls_path = os.path.join(self.pins.links, tcattach.cls_pin_name(h["type"], h["ifindex"]))
-        if h["type"] != "xdp" and os.path.exists(cls_path):
-            info = tcattach.cls_info(cls_path)
+
+        def cls() -> dict[str, Any] | None:
+            path = os.path.join(self.pins.links, tcattach.cls_pin_name(h["type"], h["ifindex"]))
+            if h["type"] == "xdp" or not os.path.exists(path):
+                return None
+            info = tcattach.cls_info(path)
             return info if tcattach.cls_running(info) else None
-        return None
+        first, second = (cls, link) if mech == "cls_bpf" else (link, cls)
+        return first() or second()
 
     def _hooks_to_repair(self, doc: dict[str, Any]) -> dict[str, str]:
         """{hook name: why} for the hooks of ``doc`` whose attachment is not what ``doc``
         says: none at all (an apply killed while it re-placed one, a filter removed by
         hand), or a cls_bpf filter at another position's priority (killed mid-move)."""
         out = {}
-        for h in doc.get("resolved", {}).get("hooks", []):
+        hooks = doc.get("resolved", {}).get("hooks", [])
+        mech = tcattach.mechanism() if any(h["type"] != "xdp" for h in hooks) else None
+        for h in hooks:
             try:
-                att = self._attachment(h)
+                att = self._attachment(h, doc.get("tc_attach"))
             except (EmptcpError, OSError) as e:
                 out[h["name"]] = f"its attachment cannot be read ({e})"
                 continue
             if att is None:
                 out[h["name"]] = "attached again (its attachment was gone)"
+            elif h["type"] != "xdp" and att.get("mode") != mech:
+                out[h["name"]] = f"attached as {mech} (was {att.get('mode')}: {tcattach.ENV})"
             elif att.get("mode") == "cls_bpf" and att.get("priority") is not None and \
                     att["priority"] != tcattach.CLS_PRIORITY[h.get("position") or "last"]:
                 out[h["name"]] = (f"filter moved back to position {h.get('position') or 'last'}"
