@@ -24,6 +24,9 @@ import uuid
 import pytest
 
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+#: names of what shared fixtures create: pin roots /sys/fs/bpf/<prefix>-test-*,
+#: namespaces <prefix>-t-* (set EMPTCP_TEST_PREFIX to keep concurrent runs apart)
+TEST_PREFIX = os.environ.get("EMPTCP_TEST_PREFIX", "").strip() or "emptcp"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: one rerun, after a short pause, for a test marked live_timing (see module doc)
@@ -201,7 +204,7 @@ def compile_objects(tmp_path_factory):
 @pytest.fixture
 def pin_dir(root):
     """A fresh directory in bpffs, removed (with anything pinned in it) afterwards."""
-    path = f"/sys/fs/bpf/emptcp-test-{uuid.uuid4().hex[:8]}"
+    path = f"/sys/fs/bpf/{TEST_PREFIX}-test-{uuid.uuid4().hex[:8]}"
     os.makedirs(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -214,7 +217,7 @@ def veth_ns(root):
     default offloads, no MPTCP endpoints): a dict with ``a``/``b`` (namespace names),
     ``a_if``/``b_if``, ``a_addr``/``b_addr`` and the ``rig``. Removed afterwards."""
     from emptcp.rig import PathSpec, Rig
-    with Rig(paths=[PathSpec(offload=True)], prefix="emptcp-t", base=99, limits=None,
+    with Rig(paths=[PathSpec(offload=True)], prefix=f"{TEST_PREFIX}-t", base=99, limits=None,
              client_subflow=False) as rig:
         p = rig.paths[0]
         yield {"a": rig.client.ns, "b": rig.server.ns, "a_if": p.client_if, "b_if": p.server_if,

@@ -34,6 +34,9 @@ from ..conftest import require
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(REPO, "examples")
+#: names of what these tests create: pin roots /sys/fs/bpf/<prefix>-test-*, namespaces
+#: <prefix>-cli-* (EMPTCP_TEST_PREFIX: keep runs of several people on one machine apart)
+TEST_PREFIX = os.environ.get("EMPTCP_TEST_PREFIX", "").strip() or "emptcp"
 
 
 def emptcp_bin() -> str:
@@ -65,10 +68,15 @@ def nsrun(ns: str, *cmd: str, check: bool = True, timeout: float = 30,
     return p
 
 
-# ---- TCX attachments (bpftool 7.1 does not list them) ----------------------------
+# ---- TC attachments, as the kernel sees them ------------------------------------
+# emptcp attaches a TC hook as a TCX link (kernels >= 6.6) or, without TCX (or with
+# EMPTCP_TC_ATTACH=cls_bpf), as a direct-action cls_bpf filter on the clsact qdisc
+# (emptcp.runtime.tcattach). The tests count both, from the kernel: TCX programs with
+# bpf_prog_query (bpftool 7.1 does not list TCX), cls_bpf filters from `bpftool net`.
 # libbpf's bpf_prog_query() wraps the bpf(2) syscall on every architecture; the
 # attach types are UAPI enum values (enum bpf_attach_type), not per-arch numbers.
 _ATTACH = {"xdp": None, "tc-ingress": 46, "tc-egress": 47}  # BPF_TCX_INGRESS/EGRESS
+TC_TYPES = ("tc-ingress", "tc-egress")
 _libbpf = None
 
 
@@ -85,7 +93,11 @@ def _bpf_prog_query():
 
 
 def tcx_prog_count(ifindex: int, direction: str) -> int:
-    """Programs attached by TCX to ``ifindex`` (current thread's netns) in ``direction``."""
+    """Programs attached by TCX to ``ifindex`` (current thread's netns) in ``direction``;
+    0 on a kernel without TCX (before 6.6 the attach type does not exist)."""
+    from emptcp.runtime.tcattach import tcx_supported
+    if not tcx_supported():
+        return 0
     flags, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
     rc = _bpf_prog_query()(ifindex, _ATTACH[direction], 0, ctypes.byref(flags), None,
                            ctypes.byref(count))
@@ -95,6 +107,25 @@ def tcx_prog_count(ifindex: int, direction: str) -> int:
             return 0
         raise OSError(err, f"bpf_prog_query: {os.strerror(err)}")
     return count.value
+
+
+def cls_bpf_filters(bpftool_net: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``{"dev/tc-ingress": [filter, ...]}``: the cls_bpf filters on clsact qdiscs in one
+    namespace's ``bpftool -j net`` (kind ``clsact/ingress`` | ``clsact/egress``; other
+    kinds -- a newer bpftool's ``tcx/...`` rows -- are not cls_bpf filters)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for f in bpftool_net.get("tc", []):
+        qdisc, _, direction = str(f.get("kind", "")).partition("/")
+        if qdisc == "clsact" and direction in ("ingress", "egress"):
+            out.setdefault(f"{f['devname']}/tc-{direction}", []).append(f)
+    return out
+
+
+def tc_mode() -> str:
+    """How emptcp attaches TC hooks in this run ("tcx" or "cls_bpf"): the environment's
+    EMPTCP_TC_ATTACH, else the kernel's probe -- what the CLI under test will do."""
+    from emptcp.runtime.tcattach import mechanism
+    return mechanism()
 
 
 class Host:
@@ -143,18 +174,37 @@ class Host:
             return socket.if_nametoindex(dev)
 
     def attachments(self) -> dict[str, Any]:
-        """XDP / cls_bpf programs (bpftool net) and TCX program counts in namespace A."""
+        """What the kernel has attached in namespace A: ``xdp`` (``bpftool net`` rows),
+        ``tc`` (``{"dev/tc-ingress": n}``: TCX programs + cls_bpf filters per hook, only
+        hooks with any) and ``tc_modes`` (the same, split by mechanism:
+        ``{"dev/tc-ingress": {"tcx": n, "cls_bpf": m}}``)."""
         from emptcp.netns import enter
         net = json.loads(nsrun(self.ns, "bpftool", "-j", "net").stdout)[0]
-        tcx = {}
+        cls = cls_bpf_filters(net)
+        tc: dict[str, int] = {}
+        modes: dict[str, dict[str, int]] = {}
         with enter(self.ns):
             for dev in ("veth0", "veth1"):
                 idx = socket.if_nametoindex(dev)
-                for d in ("tc-ingress", "tc-egress"):
-                    n = tcx_prog_count(idx, d)
-                    if n:
-                        tcx[f"{dev}/{d}"] = n
-        return {"xdp": net.get("xdp", []), "tc": net.get("tc", []), "tcx": tcx}
+                for d in TC_TYPES:
+                    key = f"{dev}/{d}"
+                    n_tcx, n_cls = tcx_prog_count(idx, d), len(cls.pop(key, []))
+                    if n_tcx or n_cls:
+                        tc[key] = n_tcx + n_cls
+                        modes[key] = {"tcx": n_tcx, "cls_bpf": n_cls}
+        assert not cls, f"cls_bpf filters on interfaces the rig does not have: {cls}"
+        return {"xdp": net.get("xdp", []), "tc": tc, "tc_modes": modes}
+
+    def tc_attachments(self, att: dict[str, Any] | None = None) -> dict[str, int]:
+        """``{"dev/tc-ingress": n}``: the TC attachments in A per hook, asserting that
+        every one was made the way this run attaches (all TCX links, or all cls_bpf
+        filters: see :func:`tc_mode`)."""
+        att = att or self.attachments()
+        mode = tc_mode()
+        wrong = {k: m for k, m in att["tc_modes"].items()
+                 if any(n for kind, n in m.items() if kind != mode)}
+        assert not wrong, f"TC attachments not all made as {mode}: {wrong}"
+        return att["tc"]
 
     def owned_prog_ids(self) -> set[int]:
         """Ids of the programs this pin root runs: entries (links) and tail-call stages."""
@@ -174,7 +224,7 @@ class Host:
         """Nothing under the pin root, nothing attached in A, the given programs freed."""
         assert not os.path.exists(self.pin_root) or self.tree() == [], self.tree()
         att = self.attachments()
-        assert att == {"xdp": [], "tc": [], "tcx": {}}, att
+        assert att == {"xdp": [], "tc": {}, "tc_modes": {}}, att
         deadline = time.monotonic() + timeout
         alive = set(prog_ids)
         while alive and time.monotonic() < deadline:  # programs are freed after an RCU grace
@@ -195,7 +245,7 @@ def _rename(side, dev: str, name: str) -> None:
 
 
 def new_pin_root() -> str:
-    return f"/sys/fs/bpf/emptcp-test-{uuid.uuid4().hex[:10]}"
+    return f"/sys/fs/bpf/{TEST_PREFIX}-test-{uuid.uuid4().hex[:10]}"
 
 
 def remove_pin_root(path: str) -> None:
@@ -209,7 +259,7 @@ def host(root):
     from emptcp.rig import PathSpec, Rig
     pin_root = new_pin_root()
     binary = emptcp_bin()
-    rig = Rig(paths=[PathSpec(offload=True), PathSpec(offload=True)], prefix="emptcp-cli",
+    rig = Rig(paths=[PathSpec(offload=True), PathSpec(offload=True)], prefix=f"{TEST_PREFIX}-cli",
               base=77, limits=None, client_subflow=False)
     try:
         with rig:

@@ -10,7 +10,7 @@ import pytest
 
 from emptcp.rig.capture import Capture
 
-from .conftest import A_ADDR0, A_ADDR1, EXAMPLES, Host, ping, tcp_exchange
+from .conftest import A_ADDR0, A_ADDR1, EXAMPLES, Host, ping, tc_mode, tcp_exchange
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,11 @@ def test_example(host: Host, name: str) -> None:
     att = host.attachments()
     n_xdp = sum(1 for x in st["hooks"] if x["type"] == "xdp")
     assert len(att["xdp"]) == n_xdp
-    assert sum(att["tcx"].values()) == len(st["hooks"]) - n_xdp
+    tc = host.tc_attachments(att)                             # TCX links or cls_bpf filters
+    assert sum(tc.values()) == len(st["hooks"]) - n_xdp
+    assert tc == {f"{x['interface']}/{x['type']}": 1 for x in st["hooks"] if x["type"] != "xdp"}
+    for x in st["hooks"]:                                     # status says how, truthfully
+        assert x["attached"]["mode"] == ("xdp" if x["type"] == "xdp" else tc_mode()), x
     CHECKS[name](host)
     host.detach_all()
     host.assert_clean(prog_ids)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from emptcp.netns import enter
 
-from .conftest import A_ADDR0, Host, nsrun, ping, tcp_exchange
+from .conftest import A_ADDR0, Host, nsrun, ping, tc_mode, tcp_exchange
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +153,11 @@ def test_exporter_equals_status(host: Host, tmp_path) -> None:
         assert metrics[("emptcp_stage_packets_total", frozenset(web.items()))] > 10
         out = {"hook": "out", "interface": "veth0", "type": "tc-egress"}
         assert metrics[("emptcp_hook_packets_total", frozenset(out.items()))] >= PINGS
-        assert metrics[("emptcp_hook_tcx_index", frozenset(out.items()))] == 0
+        if tc_mode() == "tcx":       # where emptcp runs among the hook's TCX programs
+            assert metrics[("emptcp_hook_tcx_index", frozenset(out.items()))] == 0
+        else:                         # a cls_bpf filter has no TCX index
+            assert ("emptcp_hook_tcx_index", frozenset(out.items())) not in metrics
+            assert metrics[("emptcp_hook_attached", frozenset(out.items()))] == 1
         # the standalone exporter knows no applies of its own
         assert not any(k[0].startswith(("emptcp_applies", "emptcp_apply_")) for k in metrics)
         # counters move with traffic, between scrapes

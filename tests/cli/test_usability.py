@@ -91,7 +91,7 @@ def test_plan_touches_nothing_then_detach_interface(host: Host) -> None:
     st = host.status()
     assert st["generation"] == gen + 1
     assert sorted(h["name"] for h in st["hooks"]) == ["wan", "wan-out"]
-    assert host.attachments()["tcx"] == {"veth0/tc-egress": 1}
+    assert host.tc_attachments() == {"veth0/tc-egress": 1}     # TCX link or cls_bpf filter
     host.detach_all()
     host.assert_clean()
 

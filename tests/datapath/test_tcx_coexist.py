@@ -32,6 +32,8 @@ from ..cli.conftest import sh
 from ..conftest import require
 
 pytestmark = pytest.mark.slow
+#: pin roots /sys/fs/bpf/<EMPTCP_TEST_PREFIX or emptcp>-ops-tcx-<random>
+PREFIX = os.environ.get("EMPTCP_TEST_PREFIX", "").strip() or "emptcp"
 
 COUNTER_C = r"""
 #include <linux/bpf.h>
@@ -220,7 +222,7 @@ def test_program_after_emptcp_sees_every_undecided_packet(veth_ns, counter_obj, 
     quiet(v["a"]), quiet(v["b"])
     # ingress: emptcp on the receiver's vb; egress: on the sender's va
     ns, ifname = (v["b"], v["b_if"]) if direction == "ingress" else (v["a"], v["a_if"])
-    pin_root = f"/sys/fs/bpf/emptcp-ops-tcx-{uuid.uuid4().hex[:8]}"
+    pin_root = f"/sys/fs/bpf/{PREFIX}-ops-tcx-{uuid.uuid4().hex[:8]}"
     after, before = Counter(counter_obj), Counter(counter_obj)
     try:
         if counter_first:
@@ -271,7 +273,7 @@ def test_position_change_moves_the_link(veth_ns, counter_obj):
     from emptcp import api
     v = veth_ns
     ns, ifname = v["b"], v["b_if"]
-    pin_root = f"/sys/fs/bpf/emptcp-ops-tcx-{uuid.uuid4().hex[:8]}"
+    pin_root = f"/sys/fs/bpf/{PREFIX}-ops-tcx-{uuid.uuid4().hex[:8]}"
     other = Counter(counter_obj)
     try:
         apply_policy(v, ns, ifname, "tc-ingress", None, pin_root)   # default: last

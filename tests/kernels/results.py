@@ -174,3 +174,57 @@ def headline(message: str) -> str:
         if what:
             first += f" {what}" + (f" (at: {src})" if src else "")
     return first
+
+
+ALL_STATUSES = STATUSES + JUDGED
+
+
+def counts(results: Iterable[CheckResult]) -> dict[str, int]:
+    """How many results have each status (every status named, zeros included)."""
+    out = {s: 0 for s in ALL_STATUSES}
+    for r in results:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
+
+
+def per_kernel(results: Iterable[CheckResult], kernels: list[str]) -> list[str]:
+    """One line per kernel: its verdict (FAIL when a check failed unexpectedly or passed
+    while listed as failing) and its counts."""
+    rs = list(results)
+    out = []
+    for k in kernels:
+        mine = [r for r in rs if r.kernel == k]
+        c = counts(mine)
+        verdict = "FAIL" if failed(mine) else ("SKIP" if mine and c["skip"] == len(mine)
+                                               else "ok")
+        parts = ", ".join(f"{n} {s}" for s, n in c.items() if n)
+        out.append(f"kernel {k}: {verdict} ({parts or 'no results'})")
+    return out
+
+
+def report(results: list[CheckResult], kernels: list[dict[str, Any]], *, profile: str,
+           budget: dict[str, Any]) -> dict[str, Any]:
+    """The run as one JSON document (``--report``; ``--json`` prints it)."""
+    return {"profile": profile, "budget": budget, "kernels": kernels,
+            "counts": counts(results), "failed": failed(results),
+            "results": [r.to_dict() for r in results]}
+
+
+def load_report(text: str) -> tuple[dict[str, Any], list[CheckResult]]:
+    """A report written by :func:`report`, and its results; ValueError when it is not one."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not a matrix report: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise ValueError("not a matrix report: no results list")
+    out = []
+    for d in doc["results"]:
+        if not isinstance(d, dict) or d.get("status") not in ALL_STATUSES \
+                or not {"kernel", "check"} <= set(d):
+            raise ValueError(f"not a matrix report: bad result {str(d)[:200]!r}")
+        out.append(CheckResult(kernel=str(d["kernel"]), check=str(d["check"]),
+                               status=d["status"], reason=str(d.get("reason", "")),
+                               seconds=float(d.get("seconds", 0.0)),
+                               details=[str(x) for x in d.get("details", [])]))
+    return doc, out

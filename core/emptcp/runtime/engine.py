@@ -38,7 +38,7 @@ from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
-from . import tcattach
+from . import features, tcattach
 from .rcu import wait_grace_period
 from ..chain.stages import HOOK_TYPE, StageSpec
 
@@ -148,10 +148,13 @@ class Engine:
         current = self.state()
         old = current[1] if current else None
         summary = diff_summary(old, resolved)
-        if old is not None and old.get("digest") == digest:
+        same = old is not None and old.get("digest") == digest
+        repair = self._hooks_to_repair(old) if same else {}   # type: ignore[arg-type]
+        if same and not repair:
             self._cleanup_stale(old)
             return ApplyResult(False, current[0], ["no changes: this configuration is "  # type: ignore[index]
                                                    "already applied"])
+        summary += [f"~ hook {name}: {why}" for name, why in repair.items()]
         if dry_run:
             try:
                 self._preflight(resolved, objects)
@@ -159,6 +162,10 @@ class Engine:
                 if current is None:
                     self._remove_empty_dirs()
             return ApplyResult(bool(summary), current[0] if current else -1, summary)
+        # how TC hooks attach (TCX link or cls_bpf filter): recorded, so that the other
+        # kind's attachments of a previous apply (EMPTCP_TC_ATTACH changed) become stale
+        tc_attach = tcattach.mechanism() if any(
+            h.type != "xdp" for h in resolved.hooks.values()) else None
         created: list[str] = []      # pins this apply made; removed if it fails
         attached: list[str] = []     # link pins this apply made
         moved: list[tuple[str, str]] = []  # (link pin, previous position) re-placed links
@@ -187,7 +194,7 @@ class Engine:
                    "applied_at": time.time(), "config": resolved.config.to_dict(),
                    "resolved": resolved.describe(), "hook_ids": hook_ids,
                    "slots": {f"{t}:{n}": s for (t, n), s in slots.items()},
-                   "pin_root": self.pins.root}
+                   "pin_root": self.pins.root, "tc_attach": tc_attach}
             write_meta(self.pins.gen(gen), doc)
             created.append(self.pins.gen(gen))
             self._progress("attach")
@@ -380,7 +387,7 @@ class Engine:
             if h.type != "xdp":
                 tc_mech = tc_mech or tcattach.mechanism()
                 if tc_mech == "cls_bpf":
-                    self._attach_cls(h, entry, attached)
+                    self._attach_cls(h, entry, attached, was, moved)
                     continue
             path = self.pins.link(h.type, h.interface)
             if os.path.exists(path):
@@ -404,26 +411,28 @@ class Engine:
                 link.pin(path)
             attached.append(path)
 
-    def _attach_cls(self, h: Any, entry: Object, attached: list[str]) -> None:
-        """A TC hook without TCX: emptcp's cls_bpf filter (re-placed when its position
-        changed: the new filter is added before the old one goes, so no packet misses
-        emptcp; for an instant a packet may meet both, which run the same generation)."""
+    def _attach_cls(self, h: Any, entry: Object, attached: list[str],
+                    was: dict[tuple[int, str], str],
+                    moved: list[tuple[str, str]] | None) -> None:
+        """A TC hook without TCX: emptcp's cls_bpf filter. An existing one stays; one at
+        another position is re-placed (recorded in ``moved`` for the rollback, as a TCX
+        link's move is); a marker whose filter is gone gets its filter back."""
         path = os.path.join(self.pins.links, tcattach.cls_pin_name(h.type, h.ifindex))
         position = h.position or "last"
-        if os.path.exists(path):
-            info = tcattach.cls_info(path)
-            if info and info["priority"] == tcattach.CLS_PRIORITY[position]:
-                return
-            tmp = path + "-new"
-            unpin(tmp)
+        if os.path.lexists(path + tcattach.CLS_TMP_SUFFIX):   # an earlier version's
+            tcattach.detach_cls(path + tcattach.CLS_TMP_SUFFIX)
+        if not os.path.exists(path):
             tcattach.attach_cls(entry.programs[ENTRY_PROGRAMS[h.type]], h.ifindex, h.type,
-                                position, tmp)
-            tcattach.detach_cls(path)
-            os.replace(tmp, path)
+                                position, path)
+            attached.append(path)
             return
-        tcattach.attach_cls(entry.programs[ENTRY_PROGRAMS[h.type]], h.ifindex, h.type,
-                            position, path)
-        attached.append(path)
+        info = tcattach.cls_info(path)
+        if info and info["priority"] == tcattach.CLS_PRIORITY[position]:
+            return
+        before = was.get((h.ifindex, h.type))
+        if info and info["priority"] is not None and before is not None and moved is not None:
+            moved.append((path, before))
+        tcattach.place_cls(h.ifindex, h.type, position, path)
 
     def _unattach(self, path: str) -> None:
         """Undo one attachment pin: a link goes with its pin; a cls_bpf filter is removed."""
@@ -451,9 +460,14 @@ class Engine:
                     new.pin(path)
 
     def _unmove(self, moved: list[tuple[str, str]]) -> None:
-        """Rollback of :meth:`_place_tcx`: put re-placed links back where they were."""
+        """Rollback of :meth:`_place_tcx` and of a cls_bpf re-placement: put re-placed
+        attachments back where they were."""
         for path, position in reversed(moved):
             with contextlib.suppress(EmptcpError, OSError):
+                parsed = tcattach.parse_cls_pin(os.path.basename(path))
+                if parsed:
+                    tcattach.place_cls(parsed[1], parsed[0], position, path)
+                    continue
                 hook_type = os.path.basename(path).split("@", 1)[0]
                 self._place_tcx(path, hook_type, position)
 
@@ -527,12 +541,14 @@ class Engine:
 
     # ---- status -------------------------------------------------------------
     def _owned_pins(self, doc: dict[str, Any] | None) -> set[str]:
-        """Names under links/ the configuration ``doc`` owns (a TC hook: either the TCX
-        link or the cls_bpf marker, whichever the kernel uses)."""
+        """Names under links/ the configuration ``doc`` owns (a TC hook: the TCX link or
+        the cls_bpf marker, as ``doc`` attached it; either when ``doc`` does not say)."""
         keep = set()
+        mech = (doc or {}).get("tc_attach")
         for h in (doc or {}).get("resolved", {}).get("hooks", []):
-            keep.add(os.path.basename(self.pins.link(h["type"], h["interface"])))
-            if h["type"] != "xdp":
+            if h["type"] == "xdp" or mech != "cls_bpf":
+                keep.add(os.path.basename(self.pins.link(h["type"], h["interface"])))
+            if h["type"] != "xdp" and mech != "tcx":
                 keep.add(tcattach.cls_pin_name(h["type"], h["ifindex"]))
         return keep
 
@@ -570,19 +586,7 @@ class Engine:
             for h in doc["resolved"]["hooks"]:
                 hid = doc["hook_ids"][h["name"]]
                 hs = [sum(col) for col in zip(*hook_stats[hid])]
-                link_path = self.pins.link(h["type"], h["interface"])
-                cls_path = os.path.join(self.pins.links,
-                                        tcattach.cls_pin_name(h["type"], h["ifindex"]))
-                attached = None
-                if os.path.exists(link_path):
-                    with Link.from_pin(link_path) as link:
-                        i = link.info
-                        attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
-                                    "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
-                    if h["type"] != "xdp":
-                        attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
-                elif h["type"] != "xdp" and os.path.exists(cls_path):
-                    attached = tcattach.cls_info(cls_path)
+                attached = self._attachment(h, doc.get("tc_attach"))
                 entry = dict(h, hook_id=hid, attached=attached,
                              counters=dict(zip(("packets", "matched", "unmatched",
                                                 "missed_tail_calls", "errors"), hs)))
@@ -595,6 +599,55 @@ class Engine:
                                              "missed_tail_calls": missed}
                 hooks.append(entry)
         out["hooks"] = hooks
+        return out
+
+    def _attachment(self, h: dict[str, Any], mech: str | None = None) -> dict[str, Any] | None:
+        """How the hook ``h`` (a resolved hook of a generation description) is attached
+        now: its pinned XDP/TCX link, or its cls_bpf filter (looked at first when ``mech``,
+        the description's ``tc_attach``, says cls_bpf); None when it is not (a cls_bpf
+        marker whose filter is gone is not an attachment)."""
+        def link() -> dict[str, Any] | None:
+            link_path = self.pins.link(h["type"], h["interface"])
+            if not os.path.exists(link_path):
+                return None
+            with Link.from_pin(link_path) as lk:
+                i = lk.info
+                attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
+                            "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
+            if h["type"] != "xdp":
+                attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
+            return attached
+
+        def cls() -> dict[str, Any] | None:
+            path = os.path.join(self.pins.links, tcattach.cls_pin_name(h["type"], h["ifindex"]))
+            if h["type"] == "xdp" or not os.path.exists(path):
+                return None
+            info = tcattach.cls_info(path)
+            return info if tcattach.cls_running(info) else None
+        first, second = (cls, link) if mech == "cls_bpf" else (link, cls)
+        return first() or second()
+
+    def _hooks_to_repair(self, doc: dict[str, Any]) -> dict[str, str]:
+        """{hook name: why} for the hooks of ``doc`` whose attachment is not what ``doc``
+        says: none at all (an apply killed while it re-placed one, a filter removed by
+        hand), or a cls_bpf filter at another position's priority (killed mid-move)."""
+        out = {}
+        hooks = doc.get("resolved", {}).get("hooks", [])
+        mech = tcattach.mechanism() if any(h["type"] != "xdp" for h in hooks) else None
+        for h in hooks:
+            try:
+                att = self._attachment(h, doc.get("tc_attach"))
+            except (EmptcpError, OSError) as e:
+                out[h["name"]] = f"its attachment cannot be read ({e})"
+                continue
+            if att is None:
+                out[h["name"]] = "attached again (its attachment was gone)"
+            elif h["type"] != "xdp" and att.get("mode") != mech:
+                out[h["name"]] = f"attached as {mech} (was {att.get('mode')}: {tcattach.ENV})"
+            elif att.get("mode") == "cls_bpf" and att.get("priority") is not None and \
+                    att["priority"] != tcattach.CLS_PRIORITY[h.get("position") or "last"]:
+                out[h["name"]] = (f"filter moved back to position {h.get('position') or 'last'}"
+                                  f" (found at priority {att['priority']})")
         return out
 
     # ---- detach -------------------------------------------------------------
@@ -645,11 +698,25 @@ def stage_context(resolved: Resolved, path: str, uses: list[tuple[str, StageSpec
                                             for s in p.selectors + p.actions)]
         origin = f"plugin '{spec.plugin}'" + (f", distribution {spec.distribution}"
                                               if spec.distribution else "")
+        head = (f"{spec.kind} '{spec.name}' ({origin}), used by policy "
+                f"{', '.join(users) or '-'}")
+        # a feature this kernel lacks (a helper, a kfunc): name it and the first kernel
+        # that has it, not the verifier's log (a load that failed before any program was
+        # verified -- an unresolved kfunc -- names no program: every one used is asked)
+        progs = [(t, st.programs[t]) for t, st in uses if st.programs.get(t)
+                 and (program is None or st.programs[t] == program)]
+        for ptype, prog in progs:
+            lacking = features.missing(path, prog, ptype)
+            if lacking:
+                last = features.last_word(getattr(e, "log", "")) or \
+                    (str(e).splitlines() or [""])[0]
+                raise StageLoadError(f"{head}: cannot run on this kernel: program '{prog}' "
+                                     f"{features.describe(lacking, ptype)}\n(the kernel's "
+                                     f"last word: {last})", e) from e
         what = (f"the verifier rejected program '{program}'" if isinstance(e, VerifierError)
                 else f"loading {path} failed")
         tail = "\n".join(getattr(e, "log", "").strip().splitlines()[-12:]) or str(e)
-        raise StageLoadError(f"{spec.kind} '{spec.name}' ({origin}), used by policy "
-                             f"{', '.join(users) or '-'}: {what}:\n{tail}", e) from e
+        raise StageLoadError(f"{head}: {what}:\n{tail}", e) from e
 
 
 def _tcx_order(ifindex: int, hook_type: str, link_id: int) -> dict[str, Any] | None:

@@ -8,11 +8,20 @@ is pinned as ``links/cls-<type>@if<ifindex>``: it marks the attachment (status, 
 detection, detach) and the filter is found again by emptcp's fixed handle and the
 priority of its position, and removed only when it still runs that program.
 
+Unlike a TCX link, a filter outlives the process that added it, so the marker is pinned
+*before* the filter is added: an apply killed at any moment leaves no filter that a
+marker does not name (a marker without a filter is harmless: status shows the hook not
+attached, or lists the marker as stale, and the next apply or detach removes it).
+Re-placing the filter (a position change, :func:`place_cls`) keeps the marker and its
+program. (Markers ending in :data:`CLS_TMP_SUFFIX` were made by an earlier version while
+it re-placed a filter; they are recognised so that they are listed and removed.)
+
 ``EMPTCP_TC_ATTACH=tcx|cls_bpf`` overrides the probe (tests of the fallback on new
 kernels; operators who want cls_bpf).
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from typing import Any
@@ -22,7 +31,8 @@ from ..bpf.tc import EGRESS, INGRESS, TcHook
 from ..errors import EmptcpError
 
 __all__ = ["MECHANISMS", "ENV", "mechanism", "tcx_supported", "CLS_HANDLE", "CLS_PRIORITY",
-           "cls_pin_name", "attach_cls", "detach_cls", "cls_info"]
+           "CLS_TMP_SUFFIX", "cls_pin_name", "parse_cls_pin", "attach_cls", "place_cls",
+           "detach_cls", "cls_info", "cls_running"]
 
 MECHANISMS = ("tcx", "cls_bpf")
 ENV = "EMPTCP_TC_ATTACH"
@@ -30,6 +40,8 @@ ENV = "EMPTCP_TC_ATTACH"
 #: (lower runs first; "last" leaves room for filters others add after emptcp)
 CLS_HANDLE = 0xE3B7
 CLS_PRIORITY = {"first": 1, "last": 0xC000}
+#: a temporary marker an earlier version pinned while it re-placed a filter
+CLS_TMP_SUFFIX = "-new"
 _DIRECTION = {"tc-ingress": INGRESS, "tc-egress": EGRESS}
 
 
@@ -71,7 +83,10 @@ def cls_pin_name(hook_type: str, ifindex: int) -> str:
 
 
 def parse_cls_pin(name: str) -> tuple[str, int, int] | None:
-    """(hook type, ifindex, netns id) of a cls_bpf marker pin name, or None for others."""
+    """(hook type, ifindex, netns id) of a cls_bpf marker pin name (also of a temporary
+    one, ending in :data:`CLS_TMP_SUFFIX`), or None for others."""
+    if name.endswith(CLS_TMP_SUFFIX):
+        name = name[:-len(CLS_TMP_SUFFIX)]
     if not name.startswith("cls-") or "@if" not in name or "-ns" not in name:
         return None
     hook_type, _, rest = name[4:].partition("@if")
@@ -82,14 +97,51 @@ def parse_cls_pin(name: str) -> tuple[str, int, int] | None:
 
 
 def attach_cls(prog: Program, ifindex: int, hook_type: str, position: str, pin: str) -> None:
-    """Add emptcp's direct-action filter running ``prog`` and pin ``prog`` at ``pin``."""
-    hook = TcHook(ifindex, _DIRECTION[hook_type]).create()
-    hook.attach(prog, handle=CLS_HANDLE, priority=CLS_PRIORITY[position])
+    """Pin ``prog`` at ``pin`` (the marker), then add emptcp's direct-action filter
+    running it. Marker first: see the module doc."""
+    prio = CLS_PRIORITY[position]
+    prog.pin(pin)
     try:
-        prog.pin(pin)
+        hook = TcHook(ifindex, _DIRECTION[hook_type]).create()
+        try:
+            hook.attach(prog, handle=CLS_HANDLE, priority=prio)
+        except EmptcpError as e:
+            if getattr(e, "errno", None) != errno.EEXIST:
+                raise
+            held = hook.query(CLS_HANDLE, prio)
+            direction = hook_type.split("-", 1)[1]
+            raise EmptcpError(
+                f"{hook_type} on ifindex {ifindex}: a filter with emptcp's handle "
+                f"{CLS_HANDLE:#x} already sits at priority {prio} (program "
+                f"{held.prog_id if held else '?'}): another emptcp pin root attaches this "
+                "hook (without TCX, one per hook and position), or a filter was left by "
+                "an older emptcp. Detach it there, or remove it: tc filter del dev "
+                f"<interface> {direction} protocol all prio {prio} handle {CLS_HANDLE:#x} "
+                "bpf") from None
     except BaseException:
-        hook.detach(CLS_HANDLE, CLS_PRIORITY[position])
+        os.unlink(pin)
         raise
+
+
+def place_cls(ifindex: int, hook_type: str, position: str, pin: str) -> None:
+    """Move the filter the marker ``pin`` stands for to ``position``, running the marker's
+    own program (as a re-placed TCX link keeps its program); a marker whose filter is gone
+    gets its filter back. The old filter goes first: for microseconds packets do not run
+    emptcp; the other order would run a packet through both filters -- the same tables
+    twice, every action applied twice (an option added twice), which is worse. The marker
+    stays throughout, so a kill in between leaves a marker without a filter (status: not
+    attached; the next apply attaches it again), never a filter no marker names."""
+    prio = CLS_PRIORITY[position]
+    hook = TcHook(ifindex, _DIRECTION[hook_type])
+    with Program.from_pin(pin) as prog:
+        prios = _ours(hook, prog.info.id)
+        if prios == [prio]:
+            return
+        for p in prios:
+            if p != prio:
+                hook.detach(CLS_HANDLE, p)
+        if prio not in prios:
+            hook.create().attach(prog, handle=CLS_HANDLE, priority=prio)
 
 
 def _ours(hook: TcHook, prog_id: int) -> list[int]:
@@ -126,16 +178,30 @@ def detach_cls(pin: str) -> None:
 
 
 def cls_info(pin: str) -> dict[str, Any] | None:
-    """What status shows for a cls_bpf attachment: program, ifindex, handle, priority."""
+    """What status shows for a cls_bpf attachment: program, ifindex, handle, priority
+    (None when no filter of emptcp's runs the marker's program: removed by hand, or an
+    interrupted apply's marker). From another network namespace the filter cannot be
+    looked up: ``netns`` then names the marker's namespace and priority is None."""
     parsed = parse_cls_pin(os.path.basename(pin))
     if parsed is None or not os.path.exists(pin):
         return None
-    hook_type, ifindex, _ = parsed
+    hook_type, ifindex, ns = parsed
     with Program.from_pin(pin) as prog:
         prog_id = prog.info.id
+    out: dict[str, Any] = {"mode": "cls_bpf", "prog_id": prog_id, "ifindex": ifindex,
+                           "handle": CLS_HANDLE, "priority": None}
+    if ns != _netns_id():
+        out["netns"] = ns
+        return out
     try:
         prios = _ours(TcHook(ifindex, _DIRECTION[hook_type]), prog_id)
     except (EmptcpError, OSError):
         prios = []
-    return {"mode": "cls_bpf", "prog_id": prog_id, "ifindex": ifindex, "handle": CLS_HANDLE,
-            "priority": prios[0] if prios else None}
+    out["priority"] = prios[0] if prios else None
+    return out
+
+
+def cls_running(info: dict[str, Any] | None) -> bool:
+    """Whether :func:`cls_info` found the marker's filter (or cannot tell: another
+    network namespace)."""
+    return bool(info) and (info["priority"] is not None or "netns" in info)
