@@ -207,14 +207,29 @@ def cmd_status(args: argparse.Namespace) -> int:
             for kind in ("selectors", "actions"):
                 for i, s in enumerate(p[kind]):
                     op = f"{s['op']} " if kind == "selectors" and i else ""
-                    params = " ".join(f"{k}={v}" for k, v in s["params"].items() if v is not None)
+                    params = " ".join(f"{k}={_short(v)}" for k, v in s["params"].items()
+                                      if v is not None)
                     sc = s["counters"]
+                    if s.get("classified"):
+                        print(f"    {kind[:-1]:8} {op}{s['use']:<18} {params:<40} "
+                              f"{'(lookup in the entry)':>33}")
+                        continue
                     missed = f"  missed {sc['missed_tail_calls']}" if sc["missed_tail_calls"] else ""
                     print(f"    {kind[:-1]:8} {op}{s['use']:<18} {params:<40} "
                           f"{sc['packets']:>10} pkts {sc['bytes']:>12} bytes{missed}")
     for line in format_text(st["mptcp"]):
         print(line)
     return EXIT_OK
+
+
+def _short(v: Any) -> str:
+    """A parameter for one status line: long lists (entries) by their size, entries
+    files by name."""
+    if isinstance(v, list) and len(v) > 4:
+        return f"[{len(v)} entries]"
+    if isinstance(v, str) and "#sha256=" in v:
+        return v.split("#sha256=", 1)[0]
+    return str(v)
 
 
 def cmd_detach(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import builtin_object
 from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_KEY, HOOK_STAT, KINDS, MAX_GEN,
                    MAX_HOOKS, SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
-from ..chain.sets import SetParam
+from ..chain.sets import CLASSIFIED, SetParam
 from ..errors import ConfigError, EmptcpError, NotFoundError, VerifierError
 from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
 from ..bpf.maps import Map, MapType
@@ -597,6 +597,11 @@ class Engine:
                             pk, by, missed = (sum(c) for c in zip(*per_cpu))
                             s["counters"] = {"packets": pk, "bytes": by,
                                              "missed_tail_calls": missed}
+                            # built-in set selectors are lookups in the entry, not stages:
+                            # they have no counters of their own (the hook's matched and
+                            # unmatched count their outcome)
+                            s["classified"] = phase == 0 and s.get("plugin") == "builtin" \
+                                and s["use"] in CLASSIFIED
                 hooks.append(entry)
         out["hooks"] = hooks
         return out
