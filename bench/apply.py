@@ -24,14 +24,14 @@ maps outside the timing, keys and values byte for byte):
 
 * cold: ``bpftool prog loadall entry.o DIR pinmaps MAPS``; per stage object
   ``bpftool prog loadall OBJ DIR map name emptcp_* pinned MAPS/...`` (the shared maps
-  reused); one ``bpftool batch file`` with every prog-array slot, policy, parameter, hook
-  and state entry; ``ip link set dev X xdp pinned ...`` / ``tc qdisc add clsact`` +
+  reused); one ``bpftool batch file`` with every prog-array slot, policy, parameter, hook,
+  classification (rules, rows, port table, keys) and state entry; ``ip link set dev X xdp pinned ...`` / ``tc qdisc add clsact`` +
   ``tc filter add ... bpf da pinned ...`` per hook (through ``nsenter --net=``).
 * warm: the stage objects loaded again into a new directory + one batch file with the new
   generation's entries (the entry programs stay attached, as emptcp's links do).
-* param: one ``bpftool map update`` of the changed parameter entry, in place (what a
-  shell user would do; emptcp instead builds and flips a whole new generation so no
-  packet sees half old, half new state).
+* param: ``bpftool map update`` of the two port-table entries that change (the old port
+  cleared, the new one set), in place (what a shell user would do; emptcp instead builds
+  and flips a whole new generation so no packet sees half old, half new state).
 
 bpftool ``loadall`` loads both the XDP and the TC program of a stage object, emptcp only
 the ones a configuration uses.
@@ -43,7 +43,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -123,22 +122,41 @@ def _check_emptcp(ns: _Ns, root: str, n: int, gen: int) -> dict[str, Any]:
     return st
 
 
+#: table -> which of its entries belong to generation ``gen`` (key bytes, value bytes)
+def _of_gen(gen: int) -> dict[str, Any]:
+    from emptcp import abi
+
+    def idx(k: bytes) -> int:
+        return int.from_bytes(k, sys.byteorder)
+    pol = (abi.policy_index(gen, 0, 0), abi.policy_index(gen + 1, 0, 0))
+    return {
+        "emptcp_policies": lambda k, v: pol[0] <= idx(k) < pol[1] and any(v),
+        "emptcp_params": lambda k, v: pol[0] * 16 <= idx(k) < pol[1] * 16,
+        "emptcp_hooks": lambda k, v: True,
+        "emptcp_hook_slots": lambda k, v: any(v),
+        "emptcp_hook_rules": lambda k, v: idx(k) // abi.MAX_HOOKS == gen and any(v),
+        "emptcp_rule_terms": lambda k, v: abi.rule_index(gen, 0, 0) <= idx(k)
+        < abi.rule_index(gen + 1, 0, 0) and any(v),
+        "emptcp_rows": lambda k, v: idx(k) // abi.MAX_CLASSES == gen and any(v),
+        "emptcp_ports": lambda k, v: (idx(k) >> 16) // abi.PORT_TABLES_PER_GEN == gen
+        and any(v),
+        "emptcp_keys": lambda k, v: k[0] == gen,
+        "emptcp_prefixes": lambda k, v: k[4] == gen,
+    }
+
+
 def _entries(root: str, gen: int) -> dict[str, Any]:
-    """The active generation's table entries, raw, as emptcp wrote them."""
-    from emptcp.abi import MAX_HOOKS, MAX_POLICIES, SLOTS_PER_GEN, policy_index
+    """The active generation's table entries, raw, as emptcp wrote them: policies,
+    parameters, hook ids and the classification of the built-in selectors."""
+    from emptcp.abi import SLOTS_PER_GEN
     from emptcp.bpf.maps import Map
     maps = os.path.join(root, "maps")
-    lo = policy_index(gen, 0, 0)
-    hi = lo + MAX_HOOKS * MAX_POLICIES
-    out: dict[str, Any] = {"gen": gen}
-    with Map.from_pin(os.path.join(maps, "emptcp_policies")) as m:
-        out["policies"] = [(k, v) for k, v in m.lookup_batch()
-                           if lo <= int.from_bytes(k, sys.byteorder) < hi and any(v)]
-    with Map.from_pin(os.path.join(maps, "emptcp_params")) as m:
-        out["params"] = [(k, v) for k, v in m.lookup_batch()
-                         if lo * 16 <= int.from_bytes(k, sys.byteorder) < hi * 16]
-    with Map.from_pin(os.path.join(maps, "emptcp_hooks")) as m:
-        out["hooks"] = list(m.lookup_batch())
+    out: dict[str, Any] = {"gen": gen, "tables": []}
+    for name, mine in _of_gen(gen).items():
+        with Map.from_pin(os.path.join(maps, name)) as m:
+            pairs = m.lookup_batch() if name != "emptcp_prefixes" else \
+                [(k, m.lookup(k)) for k in m.raw_keys()]
+            out["tables"] += [(name, k, v) for k, v in pairs if mine(k, v)]
     progs = {p["id"]: p.get("name", "") for p in json.loads(bpftool("-j", "prog", "show"))}
     out["slots"] = []
     for pa in ("emptcp_xdp_progs", "emptcp_tc_progs"):
@@ -148,8 +166,8 @@ def _entries(root: str, gen: int) -> dict[str, Any]:
                     out["slots"].append((pa, slot, progs[m[slot]]))
                 except KeyError:
                     pass
-    if not out["policies"] or not out["slots"]:
-        raise AssertionError("emptcp wrote no policies / prog-array slots")
+    if not any(t == "emptcp_hook_rules" for t, _, _ in out["tables"]) or not out["slots"]:
+        raise AssertionError("emptcp wrote no rules / prog-array slots")
     return out
 
 
@@ -182,12 +200,11 @@ class _Shell:
             lines.append(f"map update pinned {self.maps}/{pa} key "
                          f"{_hex(slot.to_bytes(4, sys.byteorder))} value pinned "
                          f"{self._prog_path(gen_dir, prog)}")
-        for name in ("policies", "params", "hooks"):
-            for k, v in e[name]:
-                lines.append(f"map update pinned {self.maps}/emptcp_{name} key {_hex(k)} "
-                             f"value {_hex(v)}")
+        for name, k, v in e["tables"]:
+            lines.append(f"map update pinned {self.maps}/{name} key {_hex(k)} value {_hex(v)}")
         if with_state:
-            state = e["gen"].to_bytes(4, sys.byteorder) + (1).to_bytes(4, sys.byteorder)
+            from emptcp.abi import ABI_VERSION
+            state = e["gen"].to_bytes(4, sys.byteorder) + ABI_VERSION.to_bytes(4, sys.byteorder)
             lines.append(f"map update pinned {self.maps}/emptcp_state key "
                          f"{_hex(bytes(4))} value {_hex(state)}")
         path = os.path.join(self.tmpdir, f"batch-{uuid.uuid4().hex[:6]}")
@@ -249,14 +266,18 @@ class _Shell:
         self._check(e, hooks)
         return secs
 
-    def param(self, key: bytes, value: bytes) -> float:
-        secs, _ = timed(lambda: bpftool("map", "update", "pinned",
-                                        f"{self.maps}/emptcp_params", "key", *_hex(key).split(),
-                                        "value", *_hex(value).split()))
-        got = json.loads(bpftool("-j", "map", "lookup", "pinned", f"{self.maps}/emptcp_params",
-                                 "key", *_hex(key).split()))
-        if bytes(int(x, 16) for x in got["value"]) != value:
-            raise AssertionError("baseline: parameter not updated")
+    def param(self, updates: list[tuple[str, bytes, bytes]]) -> float:
+        """One ``bpftool map update`` per changed entry, in place."""
+        def work() -> None:
+            for name, key, value in updates:
+                bpftool("map", "update", "pinned", f"{self.maps}/{name}", "key",
+                        *_hex(key).split(), "value", *_hex(value).split())
+        secs, _ = timed(work)
+        for name, key, value in updates:
+            got = json.loads(bpftool("-j", "map", "lookup", "pinned", f"{self.maps}/{name}",
+                                     "key", *_hex(key).split()))
+            if bytes(int(x, 16) for x in got["value"]) != value:
+                raise AssertionError(f"baseline: {name} entry not updated")
         return secs
 
     def _check(self, e: dict[str, Any], hooks: list[tuple[str, str, str]]) -> None:
@@ -265,11 +286,11 @@ class _Shell:
         n_tc = len(hooks) - n_xdp
         if len(net["xdp"]) != n_xdp or len(net["tc"]) != n_tc:
             raise AssertionError(f"baseline: attachments {net}")
-        for name in ("policies",):
-            from emptcp.bpf.maps import Map
-            with Map.from_pin(os.path.join(self.maps, f"emptcp_{name}")) as m:
-                for k, v in e[name]:
-                    if m[k] != v:
+        from emptcp.bpf.maps import Map
+        for table in ("emptcp_policies", "emptcp_hook_rules"):
+            with Map.from_pin(os.path.join(self.maps, table)) as m:
+                for name, k, v in e["tables"]:
+                    if name == table and m[k] != v:
                         raise AssertionError(f"baseline: {name} entry differs")
 
     def clean(self, hooks: list[tuple[str, str, str]]) -> None:
@@ -285,16 +306,23 @@ def _hooks_of(text: str) -> list[tuple[str, str, str]]:
     return [h for h in HOOKS if h[0] in names]
 
 
-def _changed_param(a: dict[str, Any], b: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The one parameter entry that differs between two generations, keyed in ``a``'s."""
-    from emptcp.abi import policy_index
-    shift = (policy_index(b["gen"], 0, 0) - policy_index(a["gen"], 0, 0)) * 16
-    old = {int.from_bytes(k, sys.byteorder): v for k, v in a["params"]}
-    new = {int.from_bytes(k, sys.byteorder) - shift: v for k, v in b["params"]}
-    diff = [k for k in old if new.get(k) != old[k]]
-    if len(diff) != 1 or set(old) != set(new):
-        raise AssertionError(f"expected one changed parameter entry, got {len(diff)}")
-    return diff[0].to_bytes(4, sys.byteorder), new[diff[0]]
+def _changed_param(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, bytes, bytes]]:
+    """What changing one policy's port means in generation ``a``'s tables, from the two
+    generations emptcp wrote: the port-table entries that differ (the old port's class
+    cleared, the new one's set), keyed in ``a``'s tables. Nothing else may differ."""
+    from emptcp import abi
+    shift = (b["gen"] - a["gen"]) * abi.PORT_TABLES_PER_GEN << 16
+
+    def ports(e: dict[str, Any], by: int) -> dict[int, bytes]:
+        return {int.from_bytes(k, sys.byteorder) - by: v
+                for n, k, v in e["tables"] if n == "emptcp_ports"}
+    old, new = ports(a, 0), ports(b, shift)
+    zero = bytes(abi.PORT_CLASS.size)
+    diff = [(k, new.get(k, zero)) for k in sorted(set(old) | set(new))
+            if old.get(k, zero) != new.get(k, zero)]
+    if len(diff) != 2:
+        raise AssertionError(f"expected the old and the new port to differ, got {len(diff)}")
+    return [("emptcp_ports", k.to_bytes(4, sys.byteorder), v) for k, v in diff]
 
 
 @benchmark("apply")
@@ -333,7 +361,7 @@ def apply_latency(ctx: Context) -> list[Result]:
                     s, out = _emptcp_apply(ns, files["b2"], root)
                     _check_emptcp(ns, root, n, 2)
                     t["param"].append(s)
-                    key, value = _changed_param(eb, _entries(root, 2))
+                    updates = _changed_param(eb, _entries(root, 2))
                     ns.run(_emptcp_bin(), "detach", "--all", "--pin-root", root)
                     with enter(ns.name):  # the same cold and warm applies, in-process
                         s, res = timed(lambda: api.apply(files["a"], root))
@@ -347,7 +375,7 @@ def apply_latency(ctx: Context) -> list[Result]:
                         api.detach(pin_root=root, all=True)
                     t["sh_cold"].append(shell.cold(ea, hooks))
                     t["sh_warm"].append(shell.warm(eb, hooks))
-                    t["sh_param"].append(shell.param(key, value))
+                    t["sh_param"].append(shell.param(updates))
                 finally:
                     shell.clean(hooks)
                     ns.run(_emptcp_bin(), "detach", "--all", "--pin-root", root, check=False)
@@ -355,7 +383,7 @@ def apply_latency(ctx: Context) -> list[Result]:
             m = {k: median(v) * 1e3 for k, v in t.items()}
             spread = f"{n} policies on {len(hooks)} hook(s), 1 selector + 1 action each"
             cold_base = (f"bpftool prog loadall (entry + stage objects, maps reused) + "
-                         f"bpftool batch file ({len(ea['policies']) + len(ea['params'])} "
+                         f"bpftool batch file ({len(ea['tables'])} "
                          f"table entries + prog-array slots) + ip link/tc filter attach "
                          f"per hook")
             results += [
@@ -374,7 +402,8 @@ def apply_latency(ctx: Context) -> list[Result]:
                        description=f"in-process emptcp.api.apply of a different configuration "
                                    f"on top, {spread}"),
                 Result(f"apply.param.{n}", m["param"], "ms/op",
-                       "one `bpftool map update` of the changed parameter entry, in place",
+                       "two `bpftool map update`s of the port table, in place (old port "
+                       "cleared, new port set)",
                        m["sh_param"],
                        description=f"`emptcp apply` with one port of one policy changed "
                                    f"(a whole new generation, flipped atomically), {spread}"),

@@ -340,7 +340,7 @@ class Engine:
         """Run-time entries of the running generation (emptcp.runtime.flows), to be kept
         by the policies this apply keeps."""
         from ..plugins.builtin import builtin_specs
-        from .flows import RUNTIME_STAGES, carried
+        from .entries import RUNTIME_STAGES, carried
         specs = {s.name: s for s in builtin_specs() if s.name in RUNTIME_STAGES}
         static = {}
         for h in doc["resolved"]["hooks"]:
