@@ -270,19 +270,23 @@ def _key_classes(dim: str, sets: list[tuple[int, frozenset]]) -> dict:
     return {k: frozenset(v) for k, v in member.items()}
 
 
+#: struct emptcp_key with the ports as numbers: every field but the ports is bytes, so
+#: network order for the whole struct gives network-order ports and the same layout
+_KEY_NET = struct.Struct("!BBBBHH16s16s")
+_Z16 = bytes(16)
+
+
 def _pack_key(gen: int, hook: int, dim: str, k) -> bytes:
-    n = DIM_NUMBERS[dim]
-    z16, p = bytes(16), lambda port: port.to_bytes(2, "big")
     if dim == "flow":
         fam, la, lp, ra, rp = k
-        return abi.KEY.pack(gen, hook, n, fam, p(lp), p(rp), la, ra)
+        return _KEY_NET.pack(gen, hook, 0, fam, lp, rp, la, ra)
     if dim == "ports":
-        return abi.KEY.pack(gen, hook, n, 0, p(k[0]), p(k[1]), z16, z16)
+        return _KEY_NET.pack(gen, hook, 1, 0, k[0], k[1], _Z16, _Z16)
     if dim == "addrs":
         fam, la, ra = k
-        return abi.KEY.pack(gen, hook, n, fam, b"\0\0", b"\0\0", la, ra)
+        return _KEY_NET.pack(gen, hook, 2, fam, 0, 0, la, ra)
     fam, plen, addr = k                                   # laddr / raddr
-    return abi.PREFIX_KEY.pack(abi.PREFIX_HDR_BITS + plen, gen, hook, n, fam, addr)
+    return abi.PREFIX_KEY.pack(abi.PREFIX_HDR_BITS + plen, gen, hook, DIM_NUMBERS[dim], fam, addr)
 
 
 def _write_rules(out: CompiledTables, gen: int, hook: int, tables: classify.Tables,

@@ -23,13 +23,18 @@ def entries_param(stage: str, entries: Iterable[Mapping[str, Any]],
                   params: Mapping[str, Any] | None = None) -> SetParam:
     """The keys of ``entries`` for a selector of ``stage`` (``params``: the selector's
     applied parameters, for ``service``'s mode)."""
-    rows = [dict(e) for e in entries]
+    rows = entries if isinstance(entries, list) else list(entries)
     try:
         if stage == "tcp4tuple":
-            bad = [i for i, e in enumerate(rows) if set(e) != set(_TUPLE)]
-            if bad:
-                raise ValueError(f"entry {bad[0]} needs exactly {', '.join(_TUPLE)}")
-            return tcp4tuple_set([tuple(e[k] for k in _TUPLE) for e in rows])
+            try:
+                tuples = [(e["local_addr"], e["local_port"], e["remote_addr"], e["remote_port"])
+                          for e in rows if len(e) == 4]
+            except KeyError:
+                tuples = []
+            if len(tuples) != len(rows):
+                bad = next(i for i, e in enumerate(rows) if set(e) != set(_TUPLE))
+                raise ValueError(f"entry {bad} needs exactly {', '.join(_TUPLE)}")
+            return tcp4tuple_set(tuples)
         if stage == "tcp2tuple":
             if all(set(e) == {"local_port", "remote_port"} for e in rows):
                 return tcp2tuple_set(ports=[(e["local_port"], e["remote_port"]) for e in rows])

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 from .. import abi
 from ..chain.sets import PREFIX_DIMS
-from ..errors import ConfigError, EmptcpError, NotFoundError
+from ..errors import ConfigError, EmptcpError
 from .entries import RUNTIME_STAGES, entries_param, entry_of, keys_of
 
 __all__ = ["Flows"]
@@ -160,42 +160,45 @@ class Flows:
             table = maps["emptcp_ports"]
             base = h.doc["port_table"] << 16
             idx = [base + k for k in keys]
-            raw = b"".join(table.lookup(i.to_bytes(4, "little")) for i in idx)
+            vals = table.lookup_many([i.to_bytes(4, "little") for i in idx])
             out = []
-            for i, pos in enumerate(idx):
-                lc, rc = abi.PORT_CLASS.unpack_from(raw, 4 * i)
+            for pos, val in zip(idx, vals):
+                lc, rc = abi.PORT_CLASS.unpack(val[:abi.PORT_CLASS.size])  # type: ignore[index]
                 cur = lc if dim == "lport" else rc
                 member = members.get(cur, frozenset())
                 member = member | {sid} if add else member - {sid}
                 cls = self._new_class(maps, h, written, index, dim, member)
                 members[cls] = member
-                out.append((pos, abi.PORT_CLASS.pack(cls, rc) if dim == "lport"
-                            else abi.PORT_CLASS.pack(lc, cls)))
+                if cls != cur:
+                    out.append((pos, abi.PORT_CLASS.pack(cls, rc) if dim == "lport"
+                                else abi.PORT_CLASS.pack(lc, cls)))
             if out:
                 table.update_batch_packed(struct.pack(f"{len(out)}I", *(p for p, _ in out)),
                                           b"".join(v for _, v in out))
             return len(out)
         table = maps["emptcp_keys"]
         puts, dels = [], []
-        for k in keys:
-            raw = _pack_key(h.gen, h.hook, dim, k)
-            try:
-                cur = abi.CLASS.unpack(table.lookup(raw))[0]
-            except NotFoundError:
-                cur = 0
-            member = members.get(cur, frozenset())
-            member = member | {sid} if add else member - {sid}
-            if not member:
-                if cur:
-                    dels.append(raw)
+        raws = [_pack_key(h.gen, h.hook, dim, k) for k in keys]
+        moved: dict[int, int] = {}          # current class -> class after the change
+        for raw, val in zip(raws, table.lookup_many(raws)):
+            cur = int.from_bytes(val[:4], "little") if val is not None else 0
+            cls = moved.get(cur)
+            if cls is None:
+                member = members.get(cur, frozenset())
+                member = member | {sid} if add else member - {sid}
+                cls = self._new_class(maps, h, written, index, dim, member)
+                members[cls] = member
+                moved[cur] = cls
+            if cls == cur:
                 continue
-            cls = self._new_class(maps, h, written, index, dim, member)
-            members[cls] = member
-            if cls != cur:
+            if cls == 0:
+                dels.append(raw)
+            else:
                 puts.append((raw, abi.CLASS.pack(cls)))
         if puts:
             try:
-                table.update_batch(puts)
+                table.update_batch_packed(b"".join(k for k, _ in puts),
+                                          b"".join(v for _, v in puts))
             except EmptcpError as e:
                 raise EmptcpError(f"adding {len(puts)} entries: {e} (emptcp_keys holds "
                                   f"{abi.MAX_KEYS} keys over all hooks and generations)") from e
