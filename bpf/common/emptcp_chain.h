@@ -51,6 +51,28 @@ static __always_inline __u64 emptcp_stage_idx(__u64 i)
 	return i;
 }
 
+/* This action program instance's constants (struct emptcp_instance): set by
+ * the loader per instance, frozen by libbpf at load.  Selectors and the entry
+ * ignore it.  Not static, so that every object keeps it in .rodata. */
+const volatile struct emptcp_instance emptcp_inst = {};
+
+/* Action phase: the context's stages[] carry no slots (actions are instances
+ * that know their successor); bytes 4-7 hold the first action's instance key
+ * from the policy record until the tail call that enters the actions. */
+static __always_inline void emptcp_ctx_set_act_key(struct emptcp_ctx *c, __u32 key)
+{
+	c->stages[0].slot = key;
+	c->stages[0].param = key >> 8;
+	c->stages[1].slot = key >> 16;
+	c->stages[1].param = key >> 24;
+}
+
+static __always_inline __u32 emptcp_ctx_act_key(const struct emptcp_ctx *c)
+{
+	return c->stages[0].slot | ((__u32)c->stages[0].param << 8) |
+	       ((__u32)c->stages[1].slot << 16) | ((__u32)c->stages[1].param << 24);
+}
+
 /* decoded view of the context plus the stage's parameter */
 struct emptcp_env {
 	struct emptcp_ctx c;
@@ -137,12 +159,17 @@ static __always_inline int emptcp_policy_enter(struct emptcp_ctx *c, __u32 gen,
 	c->hook = (hook & EMPTCP_B1_HOOK_MASK) | ((kind << EMPTCP_B1_KIND_SHIFT) & EMPTCP_B1_KIND_MASK);
 	c->policy = pol;
 	c->cur = 0;
+	if (!sel) {
+		__builtin_memset(c->stages, 0, sizeof(c->stages));
+		emptcp_ctx_set_act_key(c, p->act_key);
+		return 2;
+	}
 #pragma unroll
 	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
-		c->stages[i].slot = i < n ? (sel ? p->sel_slot[i] : p->act_slot[i]) : 0;
-		c->stages[i].param = i < n ? (sel ? p->sel_param[i] : p->act_param[i]) : 0;
+		c->stages[i].slot = i < n ? p->sel_slot[i] : 0;
+		c->stages[i].param = i < n ? p->sel_param[i] : 0;
 	}
-	return sel ? 1 : 2;
+	return 1;
 }
 
 /* Switch the context of a matched policy to its action stages.
@@ -151,21 +178,16 @@ static __always_inline int emptcp_enter_actions(struct emptcp_ctx *c, __u32 gen,
 						__u32 hook, __u32 pol)
 {
 	struct emptcp_policy *p;
-	__u32 idx, i, n;
+	__u32 idx;
 
 	idx = EMPTCP_POLICY_IDX(gen & (EMPTCP_MAX_GEN - 1), hook & (EMPTCP_MAX_HOOKS - 1),
 				pol & (EMPTCP_MAX_POLICIES - 1));
 	p = bpf_map_lookup_elem(&emptcp_policies, &idx);
-	if (!p || p->n_act == 0)
+	if (!p || p->n_act == 0 || p->act_key == 0)
 		return 0;
-	n = p->n_act;
 	c->b0 = emptcp_b0(gen, 1, 0);
 	c->cur = 0;
-#pragma unroll
-	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
-		c->stages[i].slot = i < n ? p->act_slot[i] : 0;
-		c->stages[i].param = i < n ? p->act_param[i] : 0;
-	}
+	emptcp_ctx_set_act_key(c, p->act_key);
 	return 1;
 }
 
@@ -271,15 +293,63 @@ static __always_inline int emptcp_sel_next(struct emptcp_env *e, int match)
 	return EMPTCP_GO_TAIL;
 }
 
-static __always_inline int emptcp_act_next(struct emptcp_env *e)
-{
-	struct emptcp_ctx *c = &e->c;
-	__u32 next = e->stage + 1;
+/* ---------------------------- actions ---------------------------------- */
+/* An action instance reads only the context's first word -- b0, hook, policy,
+ * cur -- and writes back only cur; its parameter and successor are constants
+ * (emptcp_inst).  The word, as a little-endian u32 (XDP data_meta[0..3], TC
+ * cb[0]): */
+#define EMPTCP_W0_CUR_SHIFT	24
+#define EMPTCP_W0_ACT_CHECK	((EMPTCP_ABI_VERSION << EMPTCP_B0_ABI_SHIFT) | EMPTCP_B0_PHASE)
+#define EMPTCP_W0_ACT_MASK	(0xf0 | EMPTCP_B0_PHASE)
 
-	if (next >= EMPTCP_MAX_STAGES || c->stages[emptcp_stage_idx(next)].slot == 0)
-		return EMPTCP_GO_PASS;
-	c->cur = next;
-	return EMPTCP_GO_TAIL;
+/* Decode the context word, take the parameter from the instance, count the
+ * stage (one per-CPU update).  0 on success, -1: bail out with no verdict. */
+static __always_inline int emptcp_act_env_init(struct emptcp_env *e, __u32 w0, __u64 bytes)
+{
+	struct emptcp_stage_stat *s;
+	__u32 idx;
+
+	e->hook = (w0 >> 8) & EMPTCP_B1_HOOK_MASK;
+	if ((w0 & EMPTCP_W0_ACT_MASK) != EMPTCP_W0_ACT_CHECK) {
+		emptcp_hook_count(e->hook, EMPTCP_HS_ERRORS);
+		return -1;
+	}
+	e->gen = (w0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
+	e->phase = EMPTCP_PHASE_ACT;
+	e->kind = ((w0 >> 8) & EMPTCP_B1_KIND_MASK) >> EMPTCP_B1_KIND_SHIFT;
+	e->policy = (w0 >> 16) & (EMPTCP_MAX_POLICIES - 1);
+	e->stage = (w0 >> EMPTCP_W0_CUR_SHIFT) & (EMPTCP_MAX_STAGES - 1);
+	e->imm = emptcp_inst.imm;
+	e->blob = NULL;
+	if (emptcp_inst.ref) {
+		/* hide where the pointer goes: read through a non-volatile pointer,
+		 * clang would fold the blob to its all-zero initializer */
+		const __u8 *blob = (const __u8 *)emptcp_inst.blob;
+
+		asm volatile("" : "+r"(blob));
+		e->blob = blob;
+	}
+	e->param = (emptcp_inst.ref ? EMPTCP_P_REF : 0) | e->imm;
+	idx = EMPTCP_STAGE_STAT_IDX(e->hook, e->policy, EMPTCP_PHASE_ACT, e->stage);
+	s = bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
+	if (s) {
+		s->packets++;
+		s->bytes += bytes;
+	}
+	return 0;
+}
+
+/* a failed tail call to the successor: counted on the stage that should have run */
+static __always_inline void emptcp_act_missed(const struct emptcp_env *e)
+{
+	struct emptcp_stage_stat *s;
+	__u32 idx = EMPTCP_STAGE_STAT_IDX(e->hook, e->policy, EMPTCP_PHASE_ACT,
+					  (e->stage + 1) & (EMPTCP_MAX_STAGES - 1));
+
+	s = bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
+	if (s)
+		s->missed_tail_calls++;
+	emptcp_hook_count(e->hook, EMPTCP_HS_MISSED);
 }
 
 /* ------------------------------ XDP ------------------------------------ */
@@ -307,13 +377,21 @@ static __always_inline int emptcp_xdp_ctx_store(struct xdp_md *ctx, const struct
 }
 
 /* store the context and tail-call its current stage; returns only on failure */
-static __always_inline int emptcp_xdp_tail(struct xdp_md *ctx, struct emptcp_ctx *c)
+/* the prog-array key of the context's current stage: a selector's slot, or
+ * (action phase, entering the actions) the first action's instance */
+static __always_inline __u32 emptcp_ctx_key(const struct emptcp_ctx *c)
 {
 	__u32 gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
 
+	if (c->b0 & EMPTCP_B0_PHASE)
+		return emptcp_ctx_act_key(c);
+	return EMPTCP_PROG_KEY(gen, c->stages[emptcp_stage_idx(c->cur)].slot);
+}
+
+static __always_inline int emptcp_xdp_tail(struct xdp_md *ctx, struct emptcp_ctx *c)
+{
 	if (emptcp_xdp_ctx_store(ctx, c) == 0)
-		bpf_tail_call(ctx, &emptcp_xdp_progs,
-			      EMPTCP_PROG_KEY(gen, c->stages[emptcp_stage_idx(c->cur)].slot));
+		bpf_tail_call(ctx, &emptcp_xdp_progs, emptcp_ctx_key(c));
 	emptcp_count_missed(c);
 	return XDP_PASS;
 }
@@ -334,10 +412,32 @@ static __always_inline int emptcp_xdp_sel_post(struct xdp_md *ctx, struct emptcp
 	return XDP_PASS;
 }
 
+static __always_inline int emptcp_xdp_act_pre(struct xdp_md *ctx, struct emptcp_env *e)
+{
+	void *data = (void *)(long)ctx->data;
+	void *meta = (void *)(long)ctx->data_meta;
+
+	if (meta + sizeof(struct emptcp_ctx) > data) {
+		emptcp_hook_count(EMPTCP_MAX_HOOKS, EMPTCP_HS_ERRORS);	/* no hook known */
+		return -1;
+	}
+	return emptcp_act_env_init(e, *(__u32 *)meta, ctx->data_end - ctx->data);
+}
+
+/* next action: store cur + 1, tail-call the successor instance (a constant key) */
 static __always_inline int emptcp_xdp_act_post(struct xdp_md *ctx, struct emptcp_env *e)
 {
-	if (emptcp_act_next(e) == EMPTCP_GO_TAIL)
-		return emptcp_xdp_tail(ctx, &e->c);
+	void *data, *meta;
+
+	if (emptcp_inst.next_key == 0)
+		return XDP_PASS;	/* end of the chain: no verdict */
+	data = (void *)(long)ctx->data;	/* re-read: the body may have moved the packet */
+	meta = (void *)(long)ctx->data_meta;
+	if (meta + sizeof(struct emptcp_ctx) <= data) {
+		((__u8 *)meta)[3] = e->stage + 1;
+		bpf_tail_call(ctx, &emptcp_xdp_progs, emptcp_inst.next_key);
+	}
+	emptcp_act_missed(e);
 	return XDP_PASS;
 }
 
@@ -367,10 +467,8 @@ static __always_inline void emptcp_tc_ctx_store(struct __sk_buff *skb, const str
 
 static __always_inline int emptcp_tc_tail(struct __sk_buff *skb, struct emptcp_ctx *c)
 {
-	__u32 gen = (c->b0 & EMPTCP_B0_GEN_MASK) >> EMPTCP_B0_GEN_SHIFT;
-
 	emptcp_tc_ctx_store(skb, c);
-	bpf_tail_call(skb, &emptcp_tc_progs, EMPTCP_PROG_KEY(gen, c->stages[emptcp_stage_idx(c->cur)].slot));
+	bpf_tail_call(skb, &emptcp_tc_progs, emptcp_ctx_key(c));
 	emptcp_count_missed(c);
 	return TC_ACT_UNSPEC;	/* no decision: the next TCX program runs */
 }
@@ -393,6 +491,20 @@ static __always_inline int emptcp_tc_pre(struct __sk_buff *skb, struct emptcp_en
 	return emptcp_env_init(e, phase, skb->len);
 }
 
+static __always_inline int emptcp_tc_act_pre(struct __sk_buff *skb, struct emptcp_env *e)
+{
+	__u64 want = skb->len < EMPTCP_TC_PULL_LEN ? skb->len : EMPTCP_TC_PULL_LEN;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 w0 = skb->cb[0];
+
+	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0) {
+		emptcp_hook_count((w0 >> 8) & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_ERRORS);
+		return -1;
+	}
+	return emptcp_act_env_init(e, w0, skb->len);
+}
+
 static __always_inline int emptcp_tc_sel_post(struct __sk_buff *skb, struct emptcp_env *e, int match)
 {
 	if (emptcp_sel_next(e, match) == EMPTCP_GO_TAIL)
@@ -402,8 +514,12 @@ static __always_inline int emptcp_tc_sel_post(struct __sk_buff *skb, struct empt
 
 static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct emptcp_env *e)
 {
-	if (emptcp_act_next(e) == EMPTCP_GO_TAIL)
-		return emptcp_tc_tail(skb, &e->c);
+	if (emptcp_inst.next_key == 0)
+		return TC_ACT_UNSPEC;	/* end of the chain: no decision, the next TCX program runs */
+	skb->cb[0] = (skb->cb[0] & ~(0xffu << EMPTCP_W0_CUR_SHIFT)) |
+		     ((e->stage + 1) << EMPTCP_W0_CUR_SHIFT);
+	bpf_tail_call(skb, &emptcp_tc_progs, emptcp_inst.next_key);
+	emptcp_act_missed(e);
 	return TC_ACT_UNSPEC;
 }
 
@@ -421,6 +537,8 @@ static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct empt
 	_Generic((ctx), struct xdp_md *: emptcp_xdp_pre, struct __sk_buff *: emptcp_tc_pre)(ctx, e, phase)
 #define EMPTCP_SEL_POST(ctx, e, m) \
 	_Generic((ctx), struct xdp_md *: emptcp_xdp_sel_post, struct __sk_buff *: emptcp_tc_sel_post)(ctx, e, m)
+#define EMPTCP_ACT_PRE(ctx, e) \
+	_Generic((ctx), struct xdp_md *: emptcp_xdp_act_pre, struct __sk_buff *: emptcp_tc_act_pre)(ctx, e)
 #define EMPTCP_ACT_POST(ctx, e) \
 	_Generic((ctx), struct xdp_md *: emptcp_xdp_act_post, struct __sk_buff *: emptcp_tc_act_post)(ctx, e)
 #define EMPTCP_DATA(ctx) ((void *)(long)(ctx)->data)
@@ -429,9 +547,10 @@ static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct empt
  * source on egress */
 #define EMPTCP_IS_EGRESS(env) ((env).kind == EMPTCP_KIND_TC_EGRESS)
 
-#define __EMPTCP_STAGE_PRE(phase) \
+/* pre: EMPTCP_PRE(ctx, &EMPTCP_ENV, phase) (selectors) or EMPTCP_ACT_PRE(ctx, &EMPTCP_ENV) */
+#define __EMPTCP_STAGE_PRE(pre) \
 	struct emptcp_env EMPTCP_ENV; \
-	if (EMPTCP_PRE(ctx, &EMPTCP_ENV, phase) < 0) \
+	if (pre < 0) \
 		return EMPTCP_NO_VERDICT(ctx); \
 	const __u8 PARAM __attribute__((unused)) = EMPTCP_ENV.imm; \
 	const __u8 *BLOB __attribute__((unused)) = EMPTCP_ENV.blob; \
@@ -442,13 +561,13 @@ static __always_inline int emptcp_tc_act_post(struct __sk_buff *skb, struct empt
 
 #define SELECTOR_PRE_SEC \
 	int MATCH = 0; \
-	__EMPTCP_STAGE_PRE(EMPTCP_PHASE_SEL)
+	__EMPTCP_STAGE_PRE(EMPTCP_PRE(ctx, &EMPTCP_ENV, EMPTCP_PHASE_SEL))
 
 #define SELECTOR_POST_SEC \
 emptcp_post: __attribute__((unused)); \
 	return EMPTCP_SEL_POST(ctx, &EMPTCP_ENV, MATCH);
 
-#define ACTION_PRE_SEC __EMPTCP_STAGE_PRE(EMPTCP_PHASE_ACT)
+#define ACTION_PRE_SEC __EMPTCP_STAGE_PRE(EMPTCP_ACT_PRE(ctx, &EMPTCP_ENV))
 
 #define ACTION_POST_SEC \
 emptcp_post: __attribute__((unused)); \

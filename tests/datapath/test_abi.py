@@ -30,7 +30,9 @@ def generated_checks() -> str:
               "EMPTCP_KIND_TC_EGRESS": abi.KIND_TC_EGRESS, "EMPTCP_EV_ADD_SUBFLOW": abi.EV_ADD_SUBFLOW,
               "EMPTCP_EV_MPTCP_OPT": abi.EV_MPTCP_OPT, "EMPTCP_SCRATCH_SIZE": abi.SCRATCH_SIZE,
               "EMPTCP_EV_LOG": abi.EV_LOG, "EMPTCP_STAGES_PER_POLICY": abi.STAGES_PER_POLICY,
-              "EMPTCP_EVENTS_BYTES": abi.EVENTS_BYTES, "EMPTCP_SUBTYPE_ANY": abi.SUBTYPE_ANY}
+              "EMPTCP_EVENTS_BYTES": abi.EVENTS_BYTES, "EMPTCP_SUBTYPE_ANY": abi.SUBTYPE_ANY,
+              "EMPTCP_INSTANCE_BASE": abi.INSTANCE_BASE, "EMPTCP_MAX_INSTANCES": abi.MAX_INSTANCES,
+              "EMPTCP_PROG_ARRAY_SIZE": abi.PROG_ARRAY_SIZE}
     for c, v in consts.items():
         lines.append(f'_Static_assert({c} == {v}, "{c}");')
     idx = [(abi.policy_index(3, 31, 127), "EMPTCP_POLICY_IDX(3, 31, 127)"),
@@ -39,6 +41,8 @@ def generated_checks() -> str:
            (abi.prog_key(3, 255), "EMPTCP_PROG_KEY(3, 255)")]
     for v, expr in idx:
         lines.append(f'_Static_assert({expr} == {v}, "{expr}");')
+    lines.append(f'_Static_assert(sizeof({abi.INSTANCE_VAR}) == {abi.INSTANCE.size}, '
+                 f'"{abi.INSTANCE_VAR} is a struct emptcp_instance");')
     return "\n".join(lines) + "\n"
 
 

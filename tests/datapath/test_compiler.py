@@ -14,9 +14,11 @@ SLOTS = {("ip_pair", "xdp"): 1, ("count", "xdp"): 2, ("service", "tc"): 3, ("dro
 def test_tables_and_params():
     t = compile_generation(2, [HookPolicies(3, "xdp", [
         PolicySpec([StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "10.0.1.0/24")),
-                    StageRef("ip_pair", 5, op="or")], [StageRef("count", 7)], uid=42)])], SLOTS)
+                    StageRef("ip_pair", 5, op="or")], [StageRef("count", 7)], uid=42)])], SLOTS,
+        act_keys={(3, 0): abi.instance_key(9)})
     p = abi.Policy.unpack(t.policies[abi.policy_index(2, 3, 0)])
-    assert p.selectors == [(1, abi.P_REF), (1, abi.P_OR | 5)] and p.actions == [(2, 7)]
+    assert p.selectors == [(1, abi.P_REF), (1, abi.P_OR | 5)]
+    assert (p.n_act, p.act_key) == (1, abi.INSTANCE_BASE + 9)
     assert p.uid == 42
     assert abi.Policy.unpack(t.policies[abi.policy_index(2, 3, 1)]).selectors == []  # terminator
     blob = t.params[abi.param_key(2, 3, 0, abi.PHASE_SEL, 0)]
@@ -48,6 +50,7 @@ def test_encoder_errors(call, msg):
     ([HookPolicies(0, "xdp", [PolicySpec([StageRef("ip_pair")] * 8, [StageRef("count")])] * 4)],
      "may run 33 stages"),
     ([HookPolicies(0, "bogus", [])], "unknown hook kind"),
+    ([HookPolicies(0, "xdp", [PolicySpec([], [StageRef("count")])])], "no instance key"),
     ([HookPolicies(0, "xdp", [PolicySpec([StageRef("ip_pair", op="xor")], [])])], "op must be"),
 ])
 def test_compile_errors(hooks, msg):

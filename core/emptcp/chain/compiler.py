@@ -7,12 +7,15 @@ Pure Python, no kernel access::
                               StageRef("service", encode_service([(80, 80)]), op="or")],
                    actions=[StageRef("count"), StageRef("set_recv_win", encode_set_recv_win(5000))]),
     ])]
-    tables = compile_generation(1, hooks, slots={("ip_pair", "xdp"): 1, ...})
-    tables.policies   # {index: 36-byte struct emptcp_policy}
-    tables.params     # {key: 64-byte blob}
+    tables = compile_generation(1, hooks, slots={("ip_pair", "xdp"): 1, ...},
+                                act_keys={(0, 0): first_action_instance_key})
+    tables.policies   # {index: 24-byte struct emptcp_policy}
+    tables.params     # {key: 64-byte blob} (selectors)
 
-A parameter is an ``int`` (immediate, 0..63, stored in the context) or
-``bytes`` (at most 64, stored by reference in emptcp_params).  The encoders
+A parameter is an ``int`` (immediate, 0..63) or ``bytes`` (at most 64, by
+reference). Selectors find theirs in the context / emptcp_params; an action's
+is a constant of its program instance (:func:`action_constants`,
+emptcp.runtime.instances), which also knows its successor.  The encoders
 of the built-in stages are at the bottom, in one place; they raise
 ValueError with a message that names the stage and the bad value.
 """
@@ -28,7 +31,7 @@ from .. import abi
 Param = Union[int, bytes, None]
 
 __all__ = ["StageRef", "PolicySpec", "HookPolicies", "CompiledTables", "compile_generation",
-           "hook_type", "worst_case_stages", "ENCODERS", "encode_ip_pair", "encode_tcp4tuple",
+           "hook_type", "worst_case_stages", "action_constants", "ENCODERS", "encode_ip_pair", "encode_tcp4tuple",
            "encode_tcp2tuple", "encode_service", "encode_mptcp_subtype", "encode_redirect",
            "encode_set_recv_win", "encode_tcp_opt_add", "encode_tcp_opt_del"]
 
@@ -98,12 +101,23 @@ def _stage_byte(where: str, ref: StageRef, selector: bool, first: bool) -> tuple
     return abi.param_byte(0, ref=True, or_=or_), bytes(p).ljust(abi.PARAM_SIZE, b"\0")
 
 
+def action_constants(where: str, ref: StageRef) -> abi.Instance:
+    """The parameter of an action as its instance's constants (successor not set)."""
+    pbyte, blob = _stage_byte(where, ref, False, False)
+    if blob is not None:
+        return abi.Instance(ref=True, blob=blob)
+    return abi.Instance(imm=pbyte & abi.P_IMM_MASK)
+
+
 def compile_generation(gen: int, hooks: Iterable[HookPolicies],
-                       slots: Mapping[tuple[str, str], int]) -> CompiledTables:
+                       slots: Mapping[tuple[str, str], int],
+                       act_keys: Mapping[tuple[int, int], int] | None = None) -> CompiledTables:
     """Compile every hook's policies for generation ``gen``.
 
     ``slots`` maps (stage name, "xdp"|"tc") to the prog-array slot (1..255)
-    where that stage's program is installed in this generation.
+    where that selector's program is installed in this generation; ``act_keys``
+    maps (hook id, policy index) to the prog-array key of the instance of the
+    policy's first action (emptcp.runtime.instances.plan_instances).
     """
     if not 0 <= gen < abi.MAX_GEN:
         raise ValueError(f"generation {gen} out of range 0..{abi.MAX_GEN - 1}")
@@ -130,6 +144,14 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
             stages: dict[str, list[tuple[int, int]]] = {"sel": [], "act": []}
             for phase, key, refs in ((abi.PHASE_SEL, "sel", pol.selectors),
                                      (abi.PHASE_ACT, "act", pol.actions)):
+                if key == "act":   # instances: the parameters are their constants
+                    if len(refs) > abi.MAX_STAGES:
+                        raise ValueError(f"hook {h.hook_id} policy {pi}: {len(refs)} actions, "
+                                         f"at most {abi.MAX_STAGES}")
+                    for si, ref in enumerate(refs):
+                        action_constants(f"hook {h.hook_id} policy {pi} act {si} ({ref.name})",
+                                         ref)
+                    continue
                 if len(refs) > abi.MAX_STAGES:
                     raise ValueError(f"hook {h.hook_id} policy {pi}: {len(refs)} "
                                      f"{'selectors' if key == 'sel' else 'actions'}, "
@@ -146,8 +168,14 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
                     stages[key].append((slot, pbyte))
                     if blob is not None:
                         out.params[abi.param_key(gen, h.hook_id, pi, phase, si)] = blob
+            act_key = 0
+            if pol.actions:
+                act_key = (act_keys or {}).get((h.hook_id, pi), 0)
+                if not abi.INSTANCE_BASE <= act_key < abi.PROG_ARRAY_SIZE:
+                    raise ValueError(f"hook {h.hook_id} policy {pi}: no instance key for its "
+                                     f"first action ({pol.actions[0].name})")
             out.policies[abi.policy_index(gen, h.hook_id, pi)] = abi.Policy(
-                stages["sel"], stages["act"], pol.uid).pack()
+                stages["sel"], len(pol.actions), act_key, pol.uid).pack()
         # the terminator: an explicit empty record after the last policy
         if len(h.policies) < abi.MAX_POLICIES:
             out.policies[abi.policy_index(gen, h.hook_id, len(h.policies))] = abi.Policy().pack()

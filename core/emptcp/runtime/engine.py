@@ -35,6 +35,7 @@ from ..bpf.objects import Object, ObjectSpec
 from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
+from . import instances
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
 from . import tcattach
 from .rcu import wait_grace_period
@@ -159,6 +160,7 @@ class Engine:
         attached: list[str] = []     # link pins this apply made
         moved: list[tuple[str, str]] = []  # (link pin, previous position) re-placed links
         new_hook_keys: list[bytes] = []
+        new_instances: list[tuple[str, int]] = []   # prog-array entries this apply wrote
         loaded: list[Object] = []
         stack = contextlib.ExitStack()
         try:
@@ -167,17 +169,28 @@ class Engine:
             loaded.append(entry)
             writer = self._writer(stack)
             gen = self._next_generation(current)
+            # the action instances every generation still described uses (gen's own too:
+            # what it shares with this configuration is reused, not loaded again)
+            known = instances.merge(self._generation_instances())
             self._progress("clear")
             self._clear_generation(writer, gen)
             self._progress("programs")
             slots = self._install_programs(writer, gen, resolved, objects, loaded,
                                            self._reusable(current, hashes))
             hook_ids = self._assign_hook_ids(writer, resolved, old, new_hook_keys)
+            hooks = self._hook_policies(resolved, hook_ids)
+            plan = instances.plan_instances(hooks, self._action_sources(objects, hashes), known)
+            new_instances += instances.install_instances(
+                plan, writer.maps, known,
+                lambda inst: stage_context(resolved, inst.source.path,
+                                           [(inst.htype, s) for t, s in objects[inst.source.path]
+                                            if s.name == inst.stage]))
             self._progress("tables")
-            written = self._write_tables(writer, gen, resolved, slots, hook_ids).as_dict()
+            written = writer.write(gen, hooks, slots, plan.first).as_dict()
             stage_objects = {f"{t}:{st.name}": path for path, uses in objects.items()
                              for t, st in uses}
             doc = {"committed": True, "written": written, "objects": hashes,
+                   "instances": plan.keys(),
                    "stage_objects": stage_objects, "digest": digest, "generation": gen,
                    "applied_at": time.time(), "config": resolved.config.to_dict(),
                    "resolved": resolved.describe(), "hook_ids": hook_ids,
@@ -194,6 +207,9 @@ class Engine:
             self._progress("flip")
             writer.flip(gen)
         except BaseException:
+            if new_instances:
+                with contextlib.suppress(EmptcpError):
+                    instances.remove(writer.maps, new_instances)
             stack.close()
             self._rollback(created, attached, new_hook_keys, old)
             self._unmove(moved)
@@ -204,6 +220,9 @@ class Engine:
         with stack:
             self._progress("cleanup")
             self._cleanup_stale(doc, writer)
+            # instances only the overwritten generation used: its packets finished before
+            # it was cleared (grace period), so nothing can jump there any more
+            instances.sweep(writer.maps, self._generation_instances())
         return ApplyResult(True, gen, summary)
 
     def _stage_objects(self, resolved: Resolved) -> dict[str, list[tuple[str, StageSpec]]]:
@@ -271,7 +290,10 @@ class Engine:
         """Put every stage's program in a slot of ``gen``'s prog array: the running
         generation's program where ``reuse`` has it, else a freshly loaded one."""
         fds: dict[tuple[str, str], int] = {}
+        order = []
         for path, uses in objects.items():
+            uses = [(t, st) for t, st in uses if st.kind != "action"]   # actions: instances
+            order += [(t, st.name) for t, st in uses]
             todo = []
             for t, st in uses:
                 prog_id = reuse.get((t, st.name))
@@ -288,8 +310,22 @@ class Engine:
                 loaded.append(obj)
                 for t, st in todo:
                     fds[(t, st.name)] = obj.programs[st.programs[t]].fd
-        order = [(t, st.name) for uses in objects.values() for t, st in uses]
         return writer.install(gen, {key: fds[key] for key in order})
+
+    @staticmethod
+    def _action_sources(objects: dict[str, list[tuple[str, StageSpec]]],
+                        hashes: dict[str, str]) -> dict[tuple[str, str], instances.ActionSource]:
+        return {(st.name, t): instances.ActionSource(path, st.programs[t], hashes[path])
+                for path, uses in objects.items() for t, st in uses if st.kind == "action"}
+
+    def _generation_instances(self) -> list[dict[str, Any]]:
+        """The action instance tables of every generation description pinned now."""
+        out = []
+        for g in range(MAX_GEN):
+            meta = read_meta(self.pins.gen(g))
+            if meta and meta.get("committed"):
+                out.append(meta.get("instances", {}))
+        return out
 
     def _load_stage_object(self, writer: GenerationWriter, path: str,
                            wanted: set[str]) -> Object:
@@ -321,9 +357,8 @@ class Engine:
             new_keys.append(writer.set_hook(h.ifindex, h.type, free))
         return ids
 
-    def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
-                      slots: dict[tuple[str, str], int], hook_ids: dict[str, int]) -> Written:
-        """Fill the policy and parameter tables of ``gen``; return the keys written."""
+    def _hook_policies(self, resolved: Resolved, hook_ids: dict[str, int]) -> list[Any]:
+        """The configuration as the compiler's HookPolicies (encoded parameters)."""
         from ..chain.compiler import HookPolicies, PolicySpec, StageRef
 
         def ref(s: ResolvedStage) -> StageRef:
@@ -334,7 +369,7 @@ class Engine:
                                           [ref(a) for a in p.actions], next(uid))
                                for p in h.policies])
                  for h in resolved.hooks.values()]
-        return writer.write(gen, hooks, slots)
+        return hooks
 
     def _attach(self, resolved: Resolved, entry: Object, attached: list[str],
                 old: dict[str, Any] | None = None,

@@ -1,0 +1,204 @@
+"""Action program instances: one loaded program per chain suffix.
+
+An action's program is loaded once per (object, program, parameter, successor):
+its ``.rodata`` (``struct emptcp_instance``, frozen by libbpf at load) holds the
+parameter and the prog-array key of the next action, so the verifier knows the
+tail call's key as a constant and the JIT turns it into a direct jump (a run-time
+key costs ~20 ns on a retpoline kernel). docs/abi.md section 1.1.
+
+An instance is named by the digest of the chain suffix it starts (object sha256,
+program, parameter, the successor's digest), so policies and hooks whose chains
+end alike share instances, and generations share them too: a chain that did not
+change is never loaded again. Instances live at ``INSTANCE_BASE + i`` of their
+program type's prog array, outside the per-generation slots; a key keeps its
+digest for as long as a committed generation refers to it (the allocator never
+hands out a key some generation still uses), and :func:`sweep` empties the keys
+no generation refers to.
+
+    plan = plan_instances(hooks, sources, known)      # pure: digests, keys, constants
+    new = install_instances(plan, maps, known)        # load + put what is missing
+    writer.write(gen, hooks, slots, plan.first)       # policies point at first actions
+    sweep(maps, live)                                 # after the flip: drop the unused
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Callable, ContextManager, Iterable, Mapping
+
+from .. import abi
+from ..bpf.maps import Map
+from ..bpf.pinning import ObjectDescription, open_object
+from ..chain.compiler import HookPolicies, action_constants, hook_type
+from ..errors import EmptcpError, NotFoundError
+from .generation import PROG_ARRAYS
+
+__all__ = ["ActionSource", "InstanceSpec", "InstancePlan", "plan_instances",
+           "install_instances", "remove", "sweep", "merge", "Keys"]
+
+#: program type -> {digest: instance number}, what a generation's description stores
+Keys = Mapping[str, Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class ActionSource:
+    """Where an action's program comes from: its object file, program, file digest."""
+    path: str
+    program: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    htype: str               # "xdp" | "tc"
+    digest: str
+    number: int              # prog-array key = abi.instance_key(number)
+    stage: str
+    source: ActionSource
+    consts: abi.Instance     # the .rodata it is loaded with
+
+    @property
+    def key(self) -> int:
+        return abi.instance_key(self.number)
+
+
+@dataclass
+class InstancePlan:
+    """The instances one generation uses, and each policy's first action key."""
+    instances: dict[str, dict[str, InstanceSpec]] = field(default_factory=dict)
+    first: dict[tuple[int, int], int] = field(default_factory=dict)   # (hook id, policy)
+
+    def keys(self) -> dict[str, dict[str, int]]:
+        return {t: {d: i.number for d, i in sorted(by.items())}
+                for t, by in sorted(self.instances.items())}
+
+
+def _digest(src: ActionSource, consts: abi.Instance, successor: str) -> str:
+    h = hashlib.sha256()
+    for part in (src.sha256, src.program, consts.pack().hex(), successor):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def plan_instances(hooks: Iterable[HookPolicies],
+                   sources: Mapping[tuple[str, str], ActionSource],
+                   known: Keys | None = None) -> InstancePlan:
+    """Name, number and parametrise every action instance ``hooks`` need.
+
+    ``sources`` maps (stage name, "xdp"|"tc") to the action's program; ``known``
+    holds the instances committed generations use (digest -> number): those keep
+    their number, new ones get the lowest number no generation uses.
+    """
+    known = known or {}
+    plan = InstancePlan()
+    taken = {t: set(by.values()) for t, by in known.items()}
+    for h in hooks:
+        htype = hook_type(h.kind)
+        mine = plan.instances.setdefault(htype, {})
+        for pi, pol in enumerate(h.policies):
+            succ_digest, succ_key = "", 0
+            for si in reversed(range(len(pol.actions))):
+                ref = pol.actions[si]
+                where = f"hook {h.hook_id} policy {pi} act {si} ({ref.name})"
+                src = sources.get((ref.name, htype))
+                if src is None:
+                    raise ValueError(f"{where}: no {htype} program for action {ref.name!r}")
+                consts = replace(action_constants(where, ref), next_key=succ_key)
+                digest = _digest(src, consts, succ_digest)
+                inst = mine.get(digest)
+                if inst is None:
+                    number = known.get(htype, {}).get(digest)
+                    if number is None:
+                        used = taken.setdefault(htype, set())
+                        number = next((i for i in range(abi.MAX_INSTANCES) if i not in used), None)
+                        if number is None:
+                            raise EmptcpError(
+                                f"more than {abi.MAX_INSTANCES} {htype} action instances "
+                                "(distinct action chain suffixes over the generations kept)")
+                    taken.setdefault(htype, set()).add(number)
+                    inst = mine[digest] = InstanceSpec(htype, digest, number, ref.name, src, consts)
+                succ_digest, succ_key = digest, inst.key
+            if pol.actions:
+                plan.first[(h.hook_id, pi)] = succ_key
+    return plan
+
+
+def install_instances(plan: InstancePlan, maps: Mapping[str, Map], known: Keys | None = None,
+                      context: Callable[[InstanceSpec], ContextManager] | None = None
+                      ) -> list[tuple[str, int]]:
+    """Load and install the instances of ``plan`` that are not in place yet.
+
+    An instance ``known`` with the same number whose prog-array entry exists is
+    reused as is. Returns (type, key) of every entry written, for a rollback
+    (:func:`remove`). ``context(inst)`` wraps each load (error messages).
+    """
+    known = known or {}
+    written: list[tuple[str, int]] = []
+    try:
+        for htype, by in plan.instances.items():
+            table = maps[PROG_ARRAYS[htype]]
+            for inst in by.values():
+                if known.get(htype, {}).get(inst.digest) == inst.number and _present(table, inst.key):
+                    continue
+                with (context(inst) if context else contextlib.nullcontext()):
+                    obj, _ = open_object(ObjectDescription(inst.source.path), maps=maps,
+                                         autoload=[inst.source.program],
+                                         consts={abi.INSTANCE_VAR: inst.consts.pack()})
+                with obj:
+                    table.put(_u32(inst.key), _u32(obj.programs[inst.source.program].fd))
+                written.append((htype, inst.key))
+    except BaseException:
+        remove(maps, written)
+        raise
+    return written
+
+
+def remove(maps: Mapping[str, Map], entries: Iterable[tuple[str, int]]) -> None:
+    """Delete prog-array entries (type, key); missing ones are fine."""
+    for htype, key in entries:
+        with contextlib.suppress(NotFoundError):
+            maps[PROG_ARRAYS[htype]].delete(_u32(key))
+
+
+def sweep(maps: Mapping[str, Map], live: Iterable[Keys]) -> int:
+    """Empty every instance entry no generation in ``live`` refers to (also those an
+    interrupted apply left); returns how many were removed. Call it only when no
+    packet can still run a generation left out of ``live`` (after its grace period)."""
+    keep: dict[str, set[int]] = {t: set() for t in PROG_ARRAYS}
+    for keys in live:
+        for t, by in keys.items():
+            keep.setdefault(t, set()).update(by.values())
+    removed = 0
+    for htype, table_name in PROG_ARRAYS.items():
+        table = maps[table_name]
+        for i in range(abi.MAX_INSTANCES):
+            if i in keep[htype]:
+                continue
+            try:
+                table.delete(_u32(abi.instance_key(i)))
+                removed += 1
+            except NotFoundError:
+                pass
+    return removed
+
+
+def merge(keys: Iterable[Keys]) -> dict[str, dict[str, int]]:
+    """The union of several generations' instance tables."""
+    out: dict[str, dict[str, int]] = {}
+    for k in keys:
+        for t, by in k.items():
+            out.setdefault(t, {}).update(by)
+    return out
+
+
+def _present(table: Map, key: int) -> bool:
+    try:
+        table.lookup(_u32(key))
+        return True
+    except NotFoundError:
+        return False
+
+
+def _u32(i: int) -> bytes:
+    return i.to_bytes(4, "little")
