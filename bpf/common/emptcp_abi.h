@@ -12,7 +12,7 @@
 
 #include <linux/types.h>
 
-#define EMPTCP_ABI_VERSION	1
+#define EMPTCP_ABI_VERSION	2
 
 #define EMPTCP_MAX_GEN		4	/* generations of tables; one is active */
 #define EMPTCP_MAX_HOOKS	32	/* (ifindex, kind) attachments */

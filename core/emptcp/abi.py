@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 #: where everything emptcp owns is pinned unless --pin-root / EMPTCP_PIN_ROOT says otherwise
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
