@@ -306,12 +306,11 @@ static __always_inline int emptcp_sel_next(struct emptcp_env *e, int match)
 				 ((0xffu & ~(EMPTCP_MAX_POLICIES - 1)) << 16) | \
 				 ((0xffu & ~(EMPTCP_MAX_STAGES - 1)) << EMPTCP_W0_CUR_SHIFT))
 
-/* Decode the context word, take the parameter from the instance, count the
- * stage (one per-CPU update).  0 on success, -1: bail out with no verdict. */
-static __always_inline int emptcp_act_env_init(struct emptcp_env *e, __u32 w0, __u64 bytes)
+/* Decode + check the context word and take the parameter from the instance.
+ * 0 on success, -1: bail out with no verdict (counted). */
+static __always_inline int emptcp_act_env_init(struct emptcp_env *e, __u32 w0)
 {
-	struct emptcp_stage_stat *s;
-	__u32 idx;
+	const struct emptcp_instance *inst = (const struct emptcp_instance *)&emptcp_inst;
 
 	__builtin_memcpy(&e->c, &w0, sizeof(w0));	/* b0, hook, policy, cur; no stages[] */
 	e->hook = (w0 >> 8) & EMPTCP_B1_HOOK_MASK;
@@ -324,24 +323,24 @@ static __always_inline int emptcp_act_env_init(struct emptcp_env *e, __u32 w0, _
 	e->kind = ((w0 >> 8) & EMPTCP_B1_KIND_MASK) >> EMPTCP_B1_KIND_SHIFT;
 	e->policy = (w0 >> 16) & (EMPTCP_MAX_POLICIES - 1);
 	e->stage = (w0 >> EMPTCP_W0_CUR_SHIFT) & (EMPTCP_MAX_STAGES - 1);
-	e->imm = emptcp_inst.imm;
-	e->blob = NULL;
-	if (emptcp_inst.ref) {
-		/* hide where the pointer goes: read through a non-volatile pointer,
-		 * clang would fold the blob to its all-zero initializer */
-		const __u8 *blob = (const __u8 *)emptcp_inst.blob;
-
-		asm volatile("" : "+r"(blob));
-		e->blob = blob;
-	}
-	e->param = (emptcp_inst.ref ? EMPTCP_P_REF : 0) | e->imm;
-	idx = EMPTCP_STAGE_STAT_IDX(e->hook, e->policy, EMPTCP_PHASE_ACT, e->stage);
-	s = bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
-	if (s) {
-		s->packets++;
-		s->bytes += bytes;
-	}
+	/* Read the parameter through a pointer clang cannot see through: through
+	 * the volatile object every field would be loaded even when the stage
+	 * never reads PARAM/BLOB, and through a plain pointer to it clang would
+	 * fold the all-zero initializer.  The verifier still sees constants
+	 * (a frozen read-only map value), so the branch not taken is pruned. */
+	asm volatile("" : "+r"(inst));
+	e->imm = inst->imm;
+	e->blob = inst->ref ? inst->blob : NULL;
+	e->param = (inst->ref ? EMPTCP_P_REF : 0) | e->imm;
 	return 0;
+}
+
+/* the stage's counters (one per-CPU row: packets and bytes), or NULL */
+static __always_inline struct emptcp_stage_stat *emptcp_act_stat(const struct emptcp_env *e)
+{
+	__u32 idx = EMPTCP_STAGE_STAT_IDX(e->hook, e->policy, EMPTCP_PHASE_ACT, e->stage);
+
+	return bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
 }
 
 /* the context word for the successor: cur + 1 */
@@ -428,6 +427,7 @@ static __always_inline int emptcp_xdp_sel_post(struct xdp_md *ctx, struct emptcp
 
 static __always_inline int emptcp_xdp_act_pre(struct xdp_md *ctx, struct emptcp_env *e)
 {
+	struct emptcp_stage_stat *s;
 	void *data = (void *)(long)ctx->data;
 	void *meta = (void *)(long)ctx->data_meta;
 
@@ -435,7 +435,14 @@ static __always_inline int emptcp_xdp_act_pre(struct xdp_md *ctx, struct emptcp_
 		emptcp_hook_count(EMPTCP_MAX_HOOKS, EMPTCP_HS_ERRORS);	/* no hook known */
 		return -1;
 	}
-	return emptcp_act_env_init(e, *(__u32 *)meta, ctx->data_end - ctx->data);
+	if (emptcp_act_env_init(e, *(__u32 *)meta) < 0)
+		return -1;
+	s = emptcp_act_stat(e);
+	if (s) {	/* the length read after the lookup: one value less kept across it */
+		s->packets++;
+		s->bytes += ctx->data_end - ctx->data;
+	}
+	return 0;
 }
 
 /* next action: store cur + 1, tail-call the successor instance (a constant key) */
@@ -510,13 +517,21 @@ static __always_inline int emptcp_tc_act_pre(struct __sk_buff *skb, struct emptc
 	__u64 want = skb->len < EMPTCP_TC_PULL_LEN ? skb->len : EMPTCP_TC_PULL_LEN;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
+	struct emptcp_stage_stat *s;
 	__u32 w0 = skb->cb[0];
 
 	if (data + want > data_end && bpf_skb_pull_data(skb, want) < 0) {
 		emptcp_hook_count((w0 >> 8) & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_ERRORS);
 		return -1;
 	}
-	return emptcp_act_env_init(e, w0, skb->len);
+	if (emptcp_act_env_init(e, w0) < 0)
+		return -1;
+	s = emptcp_act_stat(e);
+	if (s) {
+		s->packets++;
+		s->bytes += skb->len;
+	}
+	return 0;
 }
 
 static __always_inline int emptcp_tc_sel_post(struct __sk_buff *skb, struct emptcp_env *e, int match)
