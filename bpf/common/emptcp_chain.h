@@ -356,13 +356,15 @@ static __always_inline __u32 emptcp_act_next_word(const struct emptcp_env *e)
 static __always_inline void emptcp_act_missed(const struct emptcp_env *e)
 {
 	struct emptcp_stage_stat *s;
-	__u32 idx = EMPTCP_STAGE_STAT_IDX(e->hook, e->policy, EMPTCP_PHASE_ACT,
-					  (e->stage + 1) & (EMPTCP_MAX_STAGES - 1));
+	__u32 w = emptcp_act_next_word(e), idx;
 
+	/* from the context word only: nothing else kept alive across the tail call */
+	idx = EMPTCP_STAGE_STAT_IDX((w >> 8) & EMPTCP_B1_HOOK_MASK, (w >> 16) & (EMPTCP_MAX_POLICIES - 1),
+				    EMPTCP_PHASE_ACT, (w >> EMPTCP_W0_CUR_SHIFT) & (EMPTCP_MAX_STAGES - 1));
 	s = bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
 	if (s)
 		s->missed_tail_calls++;
-	emptcp_hook_count(e->hook, EMPTCP_HS_MISSED);
+	emptcp_hook_count((w >> 8) & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_MISSED);
 }
 
 /* ------------------------------ XDP ------------------------------------ */
