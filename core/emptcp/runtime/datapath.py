@@ -92,7 +92,8 @@ class Datapath:
               slots: Mapping[tuple[str, str], int]) -> None:
         """Rebuild generation ``gen``'s tables from ``hooks`` (a generation is rewritten as
         a whole, never merged): clear what was written there last, write anew. The
-        installed programs stay (:meth:`install` put them there)."""
+        installed selector programs stay (:meth:`install` put them there); action
+        instances are loaded as needed, and those no written generation uses freed."""
         hooks = list(hooks)
         known = merge(p.keys() for p in self.plans.values())
         plan = plan_instances(hooks, self.sources, known)
@@ -101,7 +102,7 @@ class Datapath:
         self._written[gen] = self.writer.write(gen, hooks, {(t, n): s for (n, t), s in slots.items()},
                                                plan.first)
         self.plans[gen] = plan
-        sweep(self.maps, [p.keys() for p in self.plans.values()])
+        sweep(self.maps, [p.keys() for p in self.plans.values()], candidates=known)
 
     def flip(self, gen: int) -> None:
         self.writer.flip(gen)

@@ -161,10 +161,13 @@ def remove(maps: Mapping[str, Map], entries: Iterable[tuple[str, int]]) -> None:
             maps[PROG_ARRAYS[htype]].delete(_u32(key))
 
 
-def sweep(maps: Mapping[str, Map], live: Iterable[Keys]) -> int:
-    """Empty every instance entry no generation in ``live`` refers to (also those an
-    interrupted apply left); returns how many were removed. Call it only when no
-    packet can still run a generation left out of ``live`` (after its grace period)."""
+def sweep(maps: Mapping[str, Map], live: Iterable[Keys],
+          candidates: Keys | None = None) -> int:
+    """Empty every instance entry no generation in ``live`` refers to; returns how many
+    were removed. By default every instance key is tried (also catches what an
+    interrupted apply left, ~8 ms); ``candidates`` limits the sweep to the instances a
+    caller knows it installed. Call it only when no packet can still run a generation
+    left out of ``live`` (after its grace period)."""
     keep: dict[str, set[int]] = {t: set() for t in PROG_ARRAYS}
     for keys in live:
         for t, by in keys.items():
@@ -172,14 +175,11 @@ def sweep(maps: Mapping[str, Map], live: Iterable[Keys]) -> int:
     removed = 0
     for htype, table_name in PROG_ARRAYS.items():
         table = maps[table_name]
-        for i in range(abi.MAX_INSTANCES):
-            if i in keep[htype]:
-                continue
-            try:
-                table.delete(_u32(abi.instance_key(i)))
+        tried = (range(abi.MAX_INSTANCES) if candidates is None
+                 else sorted(set(candidates.get(htype, {}).values())))
+        for i in tried:
+            if i not in keep[htype] and table.discard(_u32(abi.instance_key(i))):
                 removed += 1
-            except NotFoundError:
-                pass
     return removed
 
 
