@@ -312,7 +312,8 @@ static __always_inline int emptcp_act_env_init(struct emptcp_env *e, __u32 w0)
 {
 	const struct emptcp_instance *inst = (const struct emptcp_instance *)&emptcp_inst;
 
-	__builtin_memcpy(&e->c, &w0, sizeof(w0));	/* b0, hook, policy, cur; no stages[] */
+	__builtin_memcpy(&e->c, &w0, sizeof(w0));	/* b0, hook, policy, cur */
+	__builtin_memset(e->c.stages, 0, sizeof(e->c.stages));	/* none: dropped unless read */
 	e->hook = (w0 >> 8) & EMPTCP_B1_HOOK_MASK;
 	if ((w0 & EMPTCP_W0_ACT_MASK) != EMPTCP_W0_ACT_CHECK) {
 		emptcp_hook_count(e->hook, EMPTCP_HS_ERRORS);
@@ -391,7 +392,6 @@ static __always_inline int emptcp_xdp_ctx_store(struct xdp_md *ctx, const struct
 	return 0;
 }
 
-/* store the context and tail-call its current stage; returns only on failure */
 /* Entering the actions: the first action's key comes from the policy record,
  * at run time.  A switch over the first EMPTCP_ENTER_CASES instance keys makes
  * that tail call a direct jump too (a compare tree + patched jump, ~7 ns,
@@ -428,6 +428,7 @@ _Static_assert(EMPTCP_ENTER_CASES <= EMPTCP_MAX_INSTANCES, "switch beyond the in
 	} \
 } while (0)
 
+/* store the context and tail-call its current stage; returns only on failure */
 static __always_inline int emptcp_xdp_tail(struct xdp_md *ctx, struct emptcp_ctx *c)
 {
 	if (emptcp_xdp_ctx_store(ctx, c) == 0)
