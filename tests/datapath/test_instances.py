@@ -198,3 +198,40 @@ def test_instances_reused_then_freed(dp):
     after = prog_array_entries(dp, "xdp")
     assert after == before
     assert not wait_freed({during[k] for k in added})
+
+
+def test_first_action_beyond_the_entry_switch(dp):
+    """A policy whose first action has a key the entry's switch does not cover (more
+    than 256 first actions in use) is entered through the run-time key, and runs."""
+    from emptcp.bpf.pinning import ObjectDescription, open_object
+    hooks = [HookPolicies(HOOK_XDP, "xdp", [PolicySpec([], [StageRef("count")])])]
+    apply(dp, 1, hooks)
+    src = dp.sources[("count", "xdp")]
+    key = abi.instance_key(300)
+    assert key - abi.INSTANCE_BASE >= 256
+    obj, _ = open_object(ObjectDescription(src.path), maps=dp.maps, autoload=[src.program],
+                         consts={abi.INSTANCE_VAR: abi.Instance().pack()})
+    progs = dp.maps[PROG_ARRAYS["xdp"]]
+    with obj:
+        progs.put(key.to_bytes(4, "little"), obj.programs[src.program].fd.to_bytes(4, "little"))
+    try:
+        dp.writer.write(1, hooks, {(t, n): s for (n, t), s in dp.slots.items()},
+                        {(HOOK_XDP, 0): key})
+        assert run(dp, "xdp", tcp4()).retval == XDP_PASS
+        assert stat(dp, HOOK_XDP, 0, ACT, 0)["packets"] == 1
+        assert dp.hook_stats(HOOK_XDP)["missed_tail_calls"] == 0
+    finally:
+        progs.delete(key.to_bytes(4, "little"))
+        apply(dp, 1, hooks)
+
+
+def test_first_actions_take_the_low_numbers(dp):
+    """First actions get the numbers the entry's switch covers; the others come after
+    (emptying a low key costs an RCU grace period per program that jumps there)."""
+    apply(dp, 1, [HookPolicies(HOOK_XDP, "xdp", [
+        PolicySpec([StageRef("service", encode_service([80]))], [add_opt(1), add_opt(2)]),
+        PolicySpec([], [add_opt(3), add_opt(2)])])])
+    numbers = {i.stage + str(i.consts.blob[3] if i.consts.ref else ""): i.number
+               for i in dp.plans[1].instances["xdp"].values()}
+    assert numbers["tcp_opt_add1"] < 256 and numbers["tcp_opt_add3"] < 256
+    assert numbers["tcp_opt_add2"] >= 256

@@ -88,40 +88,66 @@ def plan_instances(hooks: Iterable[HookPolicies],
 
     ``sources`` maps (stage name, "xdp"|"tc") to the action's program; ``known``
     holds the instances committed generations use (digest -> number): those keep
-    their number, new ones get the lowest number no generation uses.
+    their number, new ones get a number no generation uses. First actions take the
+    lowest numbers (the entry's switch covers ENTER_CASES of them with direct jumps),
+    the others numbers from ENTER_CASES up: every program with a jump to a key pays
+    an RCU grace period when that key is emptied, and the entry and the selectors
+    have one to each of the low keys.
     """
     known = known or {}
     plan = InstancePlan()
-    taken = {t: set(by.values()) for t, by in known.items()}
+    # pass 1: the suffixes (digest -> what to load, the successor's digest)
+    nodes: dict[str, dict[str, tuple[str, ActionSource, abi.Instance, str]]] = {}
+    starts: dict[str, set[str]] = {}
+    first: dict[tuple[int, int], tuple[str, str]] = {}
     for h in hooks:
         htype = hook_type(h.kind)
-        mine = plan.instances.setdefault(htype, {})
+        mine = nodes.setdefault(htype, {})
         for pi, pol in enumerate(h.policies):
-            succ_digest, succ_key = "", 0
+            succ = ""
             for si in reversed(range(len(pol.actions))):
                 ref = pol.actions[si]
                 where = f"hook {h.hook_id} policy {pi} act {si} ({ref.name})"
                 src = sources.get((ref.name, htype))
                 if src is None:
                     raise ValueError(f"{where}: no {htype} program for action {ref.name!r}")
-                consts = replace(action_constants(where, ref), next_key=succ_key)
-                digest = _digest(src, consts, succ_digest)
-                inst = mine.get(digest)
-                if inst is None:
-                    number = known.get(htype, {}).get(digest)
-                    if number is None:
-                        used = taken.setdefault(htype, set())
-                        number = next((i for i in range(abi.MAX_INSTANCES) if i not in used), None)
-                        if number is None:
-                            raise EmptcpError(
-                                f"more than {abi.MAX_INSTANCES} {htype} action instances "
-                                "(distinct action chain suffixes over the generations kept)")
-                    taken.setdefault(htype, set()).add(number)
-                    inst = mine[digest] = InstanceSpec(htype, digest, number, ref.name, src, consts)
-                succ_digest, succ_key = digest, inst.key
+                consts = action_constants(where, ref)
+                digest = _digest(src, consts, succ)
+                mine.setdefault(digest, (ref.name, src, consts, succ))
+                succ = digest
             if pol.actions:
-                plan.first[(h.hook_id, pi)] = succ_key
+                starts.setdefault(htype, set()).add(succ)
+                first[(h.hook_id, pi)] = (htype, succ)
+    # pass 2: numbers (known ones kept), then the constants with the successor's key
+    for htype, mine in nodes.items():
+        have = known.get(htype, {})
+        numbers = {d: have[d] for d in mine if d in have}
+        used = set(have.values())
+        for d in mine:
+            if d not in numbers:
+                low = d in starts.get(htype, ())
+                numbers[d] = _free(used, htype, ENTER_CASES if not low else 0)
+                used.add(numbers[d])
+        out = plan.instances.setdefault(htype, {})
+        for d, (stage, src, consts, succ) in mine.items():
+            next_key = abi.instance_key(numbers[succ]) if succ else 0
+            out[d] = InstanceSpec(htype, d, numbers[d], stage, src, replace(consts, next_key=next_key))
+    plan.first = {hp: plan.instances[t][d].key for hp, (t, d) in first.items()}
     return plan
+
+
+#: first actions the entry reaches with a direct jump (EMPTCP_ENTER_CASES in emptcp_chain.h)
+ENTER_CASES = 256
+
+
+def _free(used: set[int], htype: str, start: int) -> int:
+    """The lowest number not in ``used`` from ``start`` on, else the lowest at all."""
+    for rng in (range(start, abi.MAX_INSTANCES), range(0, start)):
+        for i in rng:
+            if i not in used:
+                return i
+    raise EmptcpError(f"more than {abi.MAX_INSTANCES} {htype} action instances "
+                      "(distinct action chain suffixes over the generations kept)")
 
 
 def install_instances(plan: InstancePlan, maps: Mapping[str, Map], known: Keys | None = None,
