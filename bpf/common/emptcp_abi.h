@@ -19,6 +19,11 @@
 #define EMPTCP_MAX_POLICIES	128	/* per hook, priority ordered */
 #define EMPTCP_MAX_STAGES	8	/* selectors per policy, and actions per policy */
 #define EMPTCP_SLOTS_PER_GEN	256	/* prog-array slots per generation; slot 0 = end */
+/* action program instances (one per chain suffix, docs/abi.md 1.1) live in
+ * the prog arrays after the generations' slots, shared by all generations */
+#define EMPTCP_INSTANCE_BASE	(EMPTCP_MAX_GEN * EMPTCP_SLOTS_PER_GEN)
+#define EMPTCP_MAX_INSTANCES	1024	/* per program type */
+#define EMPTCP_PROG_ARRAY_SIZE	(EMPTCP_INSTANCE_BASE + EMPTCP_MAX_INSTANCES)
 #define EMPTCP_PARAM_SIZE	64	/* by-reference parameter blob */
 #define EMPTCP_MAX_PARAMS	4096	/* entries of emptcp_params */
 /* the kernel allows 33 tail calls; entry->stage0 is the first one, so the
@@ -124,8 +129,19 @@ struct emptcp_policy {
 	__u16 policy_uid;	/* control plane's id, copied into events */
 	__u8 sel_slot[EMPTCP_MAX_STAGES];
 	__u8 sel_param[EMPTCP_MAX_STAGES];
-	__u8 act_slot[EMPTCP_MAX_STAGES];
-	__u8 act_param[EMPTCP_MAX_STAGES];
+	__u32 act_key;		/* prog-array key of the first action's instance; 0 = none */
+};
+
+/* The .rodata constants of one action program instance (the variable
+ * emptcp_inst, declared by emptcp_chain.h): the loader sets them before load
+ * and libbpf freezes .rodata, so the verifier sees constants -- the tail call
+ * to next_key becomes a direct jump, and dead parameter branches vanish. */
+struct emptcp_instance {
+	__u32 next_key;		/* prog-array key of the successor instance; 0 = end of chain */
+	__u8 ref;		/* 1: the parameter is blob[] (BLOB), 0: imm (PARAM) */
+	__u8 imm;		/* immediate parameter 0..63 */
+	__u8 pad[2];
+	__u8 blob[EMPTCP_PARAM_SIZE];	/* by-reference parameter, zero-padded */
 };
 
 struct emptcp_param {

@@ -14,18 +14,19 @@
 #include <bpf/bpf_helpers.h>
 #include "emptcp_abi.h"
 
-/* tail-call tables, key = gen * 256 + slot; XDP and TC programs cannot share
- * one prog array (the kernel pins a prog array to one program type) */
+/* tail-call tables, key = gen * 256 + slot (selectors), or
+ * EMPTCP_INSTANCE_BASE + i (action instances); XDP and TC programs cannot
+ * share one prog array (the kernel pins a prog array to one program type) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_SLOTS_PER_GEN);
+	__uint(max_entries, EMPTCP_PROG_ARRAY_SIZE);
 	__type(key, __u32);
 	__type(value, __u32);
 } emptcp_xdp_progs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, EMPTCP_MAX_GEN * EMPTCP_SLOTS_PER_GEN);
+	__uint(max_entries, EMPTCP_PROG_ARRAY_SIZE);
 	__type(key, __u32);
 	__type(value, __u32);
 } emptcp_tc_progs SEC(".maps");

@@ -19,6 +19,12 @@ MAX_HOOKS = 32
 MAX_POLICIES = 128
 MAX_STAGES = 8
 SLOTS_PER_GEN = 256
+#: action program instances live in the prog arrays after the generations' slots
+INSTANCE_BASE = MAX_GEN * SLOTS_PER_GEN
+MAX_INSTANCES = 1024         # per program type
+PROG_ARRAY_SIZE = INSTANCE_BASE + MAX_INSTANCES
+#: the .rodata variable (struct emptcp_instance) an action instance is loaded with
+INSTANCE_VAR = "emptcp_inst"
 PARAM_SIZE = 64
 MAX_PARAMS = 4096
 MAX_TAIL_CALLS = 32          # stages per packet (selectors evaluated + actions)
@@ -75,7 +81,8 @@ CTX = struct.Struct("<BBBB16s")                   # struct emptcp_ctx
 STATE = struct.Struct("<II")                      # struct emptcp_state
 HOOK_KEY = struct.Struct("<II")                   # struct emptcp_hook_key
 HOOK_VAL = struct.Struct("<I")                    # struct emptcp_hook_val
-POLICY = struct.Struct("<BBH8s8s8s8s")            # struct emptcp_policy
+POLICY = struct.Struct("<BBH8s8sI")               # struct emptcp_policy
+INSTANCE = struct.Struct("<IBB2x64s")             # struct emptcp_instance
 STAGE_STAT = struct.Struct("<QQQ")                # struct emptcp_stage_stat
 HOOK_STAT = struct.Struct("<QQQQQ")               # struct emptcp_hook_stat
 RULES = struct.Struct(f"<{RULE_WORDS}Q")          # struct emptcp_rules
@@ -100,8 +107,9 @@ LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
     "emptcp_state": (8, {"active_gen": 0, "abi_version": 4}),
     "emptcp_hook_key": (8, {"ifindex": 0, "kind": 4}),
     "emptcp_hook_val": (4, {"hook_id": 0}),
-    "emptcp_policy": (36, {"n_sel": 0, "n_act": 1, "policy_uid": 2, "sel_slot": 4,
-                           "sel_param": 12, "act_slot": 20, "act_param": 28}),
+    "emptcp_policy": (24, {"n_sel": 0, "n_act": 1, "policy_uid": 2, "sel_slot": 4,
+                           "sel_param": 12, "act_key": 20}),
+    "emptcp_instance": (72, {"next_key": 0, "ref": 4, "imm": 5, "blob": 8}),
     "emptcp_param": (64, {"data": 0}),
     "emptcp_stage_stat": (24, {"packets": 0, "bytes": 8, "missed_tail_calls": 16}),
     "emptcp_hook_stat": (40, {"packets": 0, "matched": 8, "unmatched": 16,
@@ -135,8 +143,8 @@ LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
 
 # map name -> (type name, key size, value size, max_entries)
 MAPS = {
-    "emptcp_xdp_progs": ("prog_array", 4, 4, MAX_GEN * SLOTS_PER_GEN),
-    "emptcp_tc_progs": ("prog_array", 4, 4, MAX_GEN * SLOTS_PER_GEN),
+    "emptcp_xdp_progs": ("prog_array", 4, 4, PROG_ARRAY_SIZE),
+    "emptcp_tc_progs": ("prog_array", 4, 4, PROG_ARRAY_SIZE),
     "emptcp_state": ("array", 4, STATE.size, 1),
     "emptcp_hooks": ("hash", HOOK_KEY.size, HOOK_VAL.size, MAX_HOOKS),
     "emptcp_policies": ("array", 4, POLICY.size, MAX_GEN * MAX_HOOKS * MAX_POLICIES),
@@ -194,6 +202,13 @@ def pack_rules(bits: int) -> bytes:
     return RULES.pack(*((bits >> (64 * i)) & mask for i in range(RULE_WORDS)))
 
 
+def instance_key(i: int) -> int:
+    """Prog-array key of action instance number ``i`` (0..MAX_INSTANCES-1)."""
+    if not 0 <= i < MAX_INSTANCES:
+        raise ValueError(f"instance {i} out of range 0..{MAX_INSTANCES - 1}")
+    return INSTANCE_BASE + i
+
+
 # ---- encoders/decoders ----------------------------------------------------------
 
 def param_byte(imm: int = 0, *, ref: bool = False, or_: bool = False) -> int:
@@ -204,25 +219,43 @@ def param_byte(imm: int = 0, *, ref: bool = False, or_: bool = False) -> int:
 
 @dataclass
 class Policy:
-    """One ``struct emptcp_policy``: stages as (slot, param byte) pairs."""
+    """One ``struct emptcp_policy``: selectors as (slot, param byte) pairs; the actions
+    as their number and the prog-array key of the first one's instance."""
     selectors: list[tuple[int, int]] = field(default_factory=list)
-    actions: list[tuple[int, int]] = field(default_factory=list)
+    n_act: int = 0
+    act_key: int = 0
     uid: int = 0
 
     def pack(self) -> bytes:
-        if len(self.selectors) > MAX_STAGES or len(self.actions) > MAX_STAGES:
+        if len(self.selectors) > MAX_STAGES or self.n_act > MAX_STAGES:
             raise ValueError(f"at most {MAX_STAGES} selectors and {MAX_STAGES} actions")
+        if (self.n_act == 0) != (self.act_key == 0):
+            raise ValueError(f"{self.n_act} action(s) but first action key {self.act_key}")
 
         def col(stages, i):
             return bytes(s[i] for s in stages).ljust(MAX_STAGES, b"\0")
-        return POLICY.pack(len(self.selectors), len(self.actions), self.uid,
-                           col(self.selectors, 0), col(self.selectors, 1),
-                           col(self.actions, 0), col(self.actions, 1))
+        return POLICY.pack(len(self.selectors), self.n_act, self.uid,
+                           col(self.selectors, 0), col(self.selectors, 1), self.act_key)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Policy":
-        ns, na, uid, ss, sp, as_, ap = POLICY.unpack(raw)
-        return cls([(ss[i], sp[i]) for i in range(ns)], [(as_[i], ap[i]) for i in range(na)], uid)
+        ns, na, uid, ss, sp, key = POLICY.unpack(raw)
+        return cls([(ss[i], sp[i]) for i in range(ns)], na, key, uid)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One ``struct emptcp_instance``: an action program instance's .rodata constants."""
+    next_key: int = 0
+    ref: bool = False
+    imm: int = 0
+    blob: bytes = b""
+
+    def pack(self) -> bytes:
+        if len(self.blob) > PARAM_SIZE:
+            raise ValueError(f"parameter blob is {len(self.blob)} bytes, at most {PARAM_SIZE}")
+        return INSTANCE.pack(self.next_key, int(self.ref), self.imm,
+                             self.blob.ljust(PARAM_SIZE, b"\0"))
 
 
 @dataclass

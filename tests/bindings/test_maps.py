@@ -108,3 +108,11 @@ def test_map_create_standalone(root):
     with Map.create(1, 4, 8, 16, name="standalone", key=int, value=int) as m:
         m[1] = 2
         assert m.info.name == "standalone" and dict(m.items()) == {1: 2}
+
+
+def test_discard_says_whether_the_key_was_there(root):
+    with Map.create(1, 4, 8, 16, name="discard", key=int, value=int) as m:
+        m[1] = 2
+        assert m.discard(1) is True
+        assert m.discard(1) is False
+        assert dict(m.items()) == {}

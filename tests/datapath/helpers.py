@@ -73,7 +73,7 @@ def apply(dp, gen, hooks: list[HookPolicies]):
     """Compile ``hooks`` into generation ``gen`` and make it active."""
     dp.write(gen, hooks, dp.slots)
     dp.flip(gen)
-    return compile_generation(gen, hooks, dp.slots)
+    return compile_generation(gen, hooks, dp.slots, dp.plans[gen].first)
 
 
 def run(dp, kind, frame, repeat=1):

@@ -36,7 +36,9 @@ def generated_checks() -> str:
               "EMPTCP_MAX_PREFIXES": abi.MAX_PREFIXES, "EMPTCP_NUM_DIMS": abi.NUM_DIMS,
               "EMPTCP_PREFIX_HDR_BITS": abi.PREFIX_HDR_BITS,
               "EMPTCP_PORT_TABLES_PER_GEN": abi.PORT_TABLES_PER_GEN,
-              "EMPTCP_HOOK_SLOTS": abi.HOOK_SLOTS}
+              "EMPTCP_HOOK_SLOTS": abi.HOOK_SLOTS,
+              "EMPTCP_INSTANCE_BASE": abi.INSTANCE_BASE, "EMPTCP_MAX_INSTANCES": abi.MAX_INSTANCES,
+              "EMPTCP_PROG_ARRAY_SIZE": abi.PROG_ARRAY_SIZE}
     from emptcp.chain.sets import DIM_NUMBERS
     for dim, n in DIM_NUMBERS.items():
         consts[f"EMPTCP_DIM_{dim.upper()}"] = n
@@ -50,6 +52,8 @@ def generated_checks() -> str:
            (abi.row_index(3, 16383), "EMPTCP_ROW_IDX(3, 16383)")]
     for v, expr in idx:
         lines.append(f'_Static_assert({expr} == {v}, "{expr}");')
+    lines.append(f'_Static_assert(sizeof({abi.INSTANCE_VAR}) == {abi.INSTANCE.size}, '
+                 f'"{abi.INSTANCE_VAR} is a struct emptcp_instance");')
     return "\n".join(lines) + "\n"
 
 

@@ -125,19 +125,26 @@ def test_eight_selectors_and_eight_actions(dp):
             assert stat(dp, hook, 0, phase, s)["packets"] == 1, (phase, s)
 
 
+def instance_key(dp, gen, htype, stage):
+    """The prog-array key of the one instance of action ``stage`` in ``gen``."""
+    (inst,) = [i for i in dp.plans[gen].instances[htype].values() if i.stage == stage]
+    return inst.key.to_bytes(4, "little")
+
+
 def test_missing_stage_counts_missed_tail_call(dp):
     hook = HOOK_XDP
-    apply(dp, 1, [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("count"), StageRef("drop")])])])
-    drop_key = abi.prog_key(1, dp.slots[("drop", "xdp")]).to_bytes(4, "little")
+    hooks = [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("count"), StageRef("drop")])])]
+    apply(dp, 1, hooks)
     progs = dp.maps[PROG_ARRAYS["xdp"]]
-    progs.delete(drop_key)
+    progs.delete(instance_key(dp, 1, "xdp", "drop"))
     try:
         assert run(dp, "xdp", tcp4()).retval == XDP_PASS   # never the drop
         assert stat(dp, hook, 0, ACT, 0)["packets"] == 1
         assert stat(dp, hook, 0, ACT, 1)["missed_tail_calls"] == 1
         assert dp.hook_stats(hook)["missed_tail_calls"] == 1
     finally:
-        progs.put(drop_key, dp.stages[("drop", "xdp")].fd.to_bytes(4, "little"))
+        apply(dp, 1, hooks)     # a missing instance is loaded again
+    assert run(dp, "xdp", tcp4()).retval == XDP_DROP
 
 
 def test_generation_flip_is_per_packet_snapshot(dp):
@@ -200,12 +207,12 @@ def test_tc_verdicts_decided_and_undecided(dp, kind, hook):
 def test_missed_tail_call_is_no_verdict(dp, kind, hook, undecided):
     """A stage that cannot run decides nothing: on TC the next program still runs."""
     t = "xdp" if kind == "xdp" else "tc"
-    apply(dp, 1, [HookPolicies(hook, kind, [PolicySpec([], [StageRef("count"), StageRef("pass")])])])
-    key = abi.prog_key(1, dp.slots[("pass", t)]).to_bytes(4, "little")
+    hooks = [HookPolicies(hook, kind, [PolicySpec([], [StageRef("count"), StageRef("pass")])])]
+    apply(dp, 1, hooks)
     progs = dp.maps[PROG_ARRAYS[t]]
-    progs.delete(key)
+    progs.delete(instance_key(dp, 1, t, "pass"))
     try:
         assert run(dp, kind, tcp4()).retval == undecided
         assert dp.hook_stats(hook)["missed_tail_calls"] == 1
     finally:
-        progs.put(key, dp.stages[("pass", t)].fd.to_bytes(4, "little"))
+        apply(dp, 1, hooks)

@@ -18,9 +18,11 @@ def test_tables_and_params():
     t = compile_generation(2, [HookPolicies(3, "xdp", [
         PolicySpec([StageRef("ip_pair", encode_ip_pair("10.0.0.1/32", "10.0.1.0/24")),
                     StageRef("mptcp_subtype", 5, op="or")], [StageRef("count", 7)], uid=42),
-        PolicySpec([StageRef("service", encode_service([80]))], [StageRef("count")])])], SLOTS)
+        PolicySpec([StageRef("service", encode_service([80]))], [StageRef("count")])])], SLOTS,
+        act_keys={(3, 0): abi.instance_key(9), (3, 1): abi.instance_key(10)})
     p = abi.Policy.unpack(t.policies[abi.policy_index(2, 3, 0)])
-    assert p.selectors == [(0, 0), (1, abi.P_OR | 5)] and p.actions == [(2, 7)] and p.uid == 42
+    assert p.selectors == [(0, 0), (1, abi.P_OR | 5)] and p.uid == 42
+    assert (p.n_act, p.act_key) == (1, abi.INSTANCE_BASE + 9)
     assert not t.params
     # rules: 0 = ip_pair, 1 = mptcp_subtype (program), 2 = lport 80, 3 = rport 80
     used, n, port_table, _, all_, plugin, absent, rule_policy = abi.HOOK_RULES.unpack(
@@ -49,10 +51,11 @@ def test_tables_and_params():
 def test_rules_per_hook_are_limited():
     many = [PolicySpec([StageRef("service", encode_service([p]))], [StageRef("count")])
             for p in range(1, 129)]             # mode either: 2 rules each, 256 in all
-    compile_generation(0, [HookPolicies(0, "xdp", many)], SLOTS)
+    keys = {(0, i): abi.instance_key(i) for i in range(128)}
+    compile_generation(0, [HookPolicies(0, "xdp", many)], SLOTS, keys)
     many[-1].selectors.append(StageRef("mptcp_subtype", 5, op="or"))
     with pytest.raises(ValueError, match="policy 127 brings the hook to 257 rules"):
-        compile_generation(0, [HookPolicies(0, "xdp", many)], SLOTS)
+        compile_generation(0, [HookPolicies(0, "xdp", many)], SLOTS, keys)
 
 
 @pytest.mark.parametrize("call,msg", [
@@ -81,6 +84,7 @@ def test_encoder_errors(call, msg):
     ([HookPolicies(0, "xdp", [PolicySpec([StageRef("mptcp_subtype")] * 8, [StageRef("count")])] * 4)],
      "may run 33 stages"),
     ([HookPolicies(0, "bogus", [])], "unknown hook kind"),
+    ([HookPolicies(0, "xdp", [PolicySpec([], [StageRef("count")])])], "no instance key"),
     ([HookPolicies(0, "xdp", [PolicySpec([StageRef("mptcp_subtype", op="xor")], [])])], "op must be"),
 ])
 def test_compile_errors(hooks, msg):

@@ -1,5 +1,8 @@
 """Every entry and stage program loads on this kernel, each alone and on its own
 program type, so a verifier rejection names one program and one source line.
+An action is loaded a second time as a chained instance (its .rodata says: a
+successor to tail-call with a constant key, a by-reference parameter), the path
+the defaults (end of chain, immediate) let the verifier prune.
 
 Part of the kernel matrix (check ``stage-load``); cheap enough for every run.
 """
@@ -7,33 +10,43 @@ from __future__ import annotations
 
 import pytest
 
-from emptcp import ObjectSpec, builtin_object
+from emptcp import ObjectSpec, abi, builtin_object
 from emptcp.errors import VerifierError
 
 from .results import complaint
 
 
-def _programs() -> list[tuple[str, str, str]]:
-    """(label, object path, program name) of the entry and every installed stage."""
+#: the .rodata of a chained action instance with a by-reference parameter
+CHAINED = abi.Instance(next_key=abi.instance_key(1), ref=True, blob=bytes(range(1, 65))).pack()
+
+
+def _programs() -> list[tuple[str, str, str, bytes | None]]:
+    """(label, object path, program name, instance .rodata or None) of the entry and
+    every installed stage; actions once more as chained instances."""
     from emptcp.plugins.manager import PluginManager
     out = []
     entry = builtin_object("entry")
     spec = ObjectSpec(entry)
     try:
-        out += [(f"entry:{p}", entry, p) for p in sorted(spec.programs)]
+        out += [(f"entry:{p}", entry, p, None) for p in sorted(spec.programs)]
     finally:
         spec.close()
     for name, st in sorted(PluginManager().stages().items()):
         for htype, prog in sorted(st.programs.items()):
-            out.append((f"{st.plugin}:{name}:{htype}", st.object, prog))
+            out.append((f"{st.plugin}:{name}:{htype}", st.object, prog, None))
+            if st.kind == "action":
+                out.append((f"{st.plugin}:{name}:{htype}:chained", st.object, prog, CHAINED))
     return out
 
 
-@pytest.mark.parametrize("path,prog", [pytest.param(o, p, id=label) for label, o, p in _programs()])
-def test_program_loads(root, path: str, prog: str) -> None:
+@pytest.mark.parametrize("path,prog,rodata", [pytest.param(o, p, r, id=label)
+                                              for label, o, p, r in _programs()])
+def test_program_loads(root, path: str, prog: str, rodata: bytes | None) -> None:
     spec = ObjectSpec(path)
     for name, p in spec.programs.items():
         p.autoload = name == prog
+    if rodata is not None:
+        spec.set_const(abi.INSTANCE_VAR, rodata)
     try:
         obj = spec.load()
     except VerifierError as e:

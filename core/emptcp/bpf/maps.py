@@ -164,6 +164,16 @@ class Map(FdObject, MutableMapping):
                 raise KeyNotFoundError("bpf_map_delete_elem", rc, f"map '{self.name}': key {key!r}")
             check("bpf_map_delete_elem", rc, f"map '{self.name}'")
 
+    def discard(self, key: Any) -> bool:
+        """Delete ``key`` if present: False when it was absent. No exception for the
+        common "absent" case, which makes sweeping a large key range cheap."""
+        rc = lib.bpf_map_delete_elem(self.fd, self._key(key))
+        if rc < 0:
+            if -rc == errno.ENOENT:
+                return False
+            check("bpf_map_delete_elem", rc, f"map '{self.name}'")
+        return True
+
     def pop(self, key: Any, *default: Any) -> Any:  # type: ignore[override]
         k = self._key(key)
         rc = lib.bpf_map_lookup_and_delete_elem(self.fd, k, self._vbuf)

@@ -97,12 +97,14 @@ def ensure_dir(path: str) -> None:
 
 
 def open_object(desc: ObjectDescription, *, maps: Mapping[str, Map] | None = None,
-                autoload: Iterable[str] | None = None) -> tuple[Object, list[str]]:
+                autoload: Iterable[str] | None = None,
+                consts: Mapping[str, bytes | int] | None = None) -> tuple[Object, list[str]]:
     """Open ``desc``'s object, reuse or pin its maps by policy, load it.
 
     ``maps`` hands live maps to reuse by name (shared maps held in memory, e.g.
     by a test harness); ``autoload`` restricts loading to those programs (the
-    others are not verified). Returns the live object and the pins this call
+    others are not verified); ``consts`` sets ``.rodata`` variables
+    (:meth:`ObjectSpec.set_const`). Returns the live object and the pins this call
     created; on failure nothing it pinned is left behind. The caller closes the
     object (``load()`` is the context-managed form).
     """
@@ -123,6 +125,8 @@ def open_object(desc: ObjectDescription, *, maps: Mapping[str, Map] | None = Non
                                   f"(has: {sorted(spec.programs)})", desc.path)
             for name, prog in spec.programs.items():
                 prog.autoload = name in wanted
+        for name, value in (consts or {}).items():
+            spec.set_const(name, value)
         for name, m in (maps or {}).items():
             if name in spec.maps:
                 spec.maps[name].reuse(m)

@@ -7,18 +7,21 @@ Pure Python, no kernel access::
                               StageRef("service", encode_service([(80, 80)]), op="or")],
                    actions=[StageRef("count"), StageRef("set_recv_win", encode_set_recv_win(5000))]),
     ])]
-    tables = compile_generation(1, hooks, slots={("ip_pair", "xdp"): 1, ...})
-    tables.policies   # {index: 36-byte struct emptcp_policy}: actions, program selectors
-    tables.params     # {key: 64-byte blob}
-    tables.keys, tables.prefixes, tables.rows, tables.hook_rules, tables.rule_terms
-                      # classification of the built-in selectors (docs/datapath-v2.md)
+    tables = compile_generation(1, hooks, slots={("mptcp_subtype", "xdp"): 1, ...},
+                                act_keys={(0, 0): first_action_instance_key})
+    tables.policies   # {index: 24-byte struct emptcp_policy}: program selectors, first action
+    tables.params     # {key: 64-byte blob} (program selectors)
+    tables.keys, tables.prefixes, tables.ports, tables.rows, tables.hook_rules,
+    tables.rule_terms # classification of the built-in selectors (docs/datapath-v2.md)
 
 A built-in selector (:data:`emptcp.chain.sets.CLASSIFIED`) takes a
 :class:`~emptcp.chain.sets.SetParam`: its entries become keys whose *class* (the
 sets that contain them) selects a *row* of the hook's *rules* (the DNF clauses of
-its policies, :mod:`emptcp.chain.classify`). Any other stage's parameter is an
-``int`` (immediate, 0..63, stored in the context) or ``bytes`` (at most 64, stored
-by reference in emptcp_params).  The encoders
+its policies, :mod:`emptcp.chain.classify`). Any other parameter is an ``int``
+(immediate, 0..63) or ``bytes`` (at most 64, by reference). Program selectors find
+theirs in the context / emptcp_params; an action's is a constant of its program
+instance (:func:`action_constants`, emptcp.runtime.instances), which also knows its
+successor.  The encoders
 of the built-in stages are at the bottom, in one place; they raise
 ValueError with a message that names the stage and the bad value.
 """
@@ -36,7 +39,7 @@ from .sets import (CLASSIFIED, DIM_NUMBERS, PREFIX_DIMS, SetParam, ip_pair_set,
 Param = Union[int, bytes, SetParam, None]
 
 __all__ = ["StageRef", "PolicySpec", "HookPolicies", "CompiledTables", "compile_generation",
-           "hook_type", "worst_case_stages", "ENCODERS", "encode_ip_pair", "encode_tcp4tuple",
+           "hook_type", "worst_case_stages", "action_constants", "ENCODERS", "encode_ip_pair", "encode_tcp4tuple",
            "encode_tcp2tuple", "encode_service", "encode_mptcp_subtype", "encode_redirect",
            "encode_set_recv_win", "encode_tcp_opt_add", "encode_tcp_opt_del"]
 
@@ -137,13 +140,24 @@ def _stage_byte(where: str, ref: StageRef, selector: bool, first: bool) -> tuple
     return abi.param_byte(0, ref=True, or_=or_), bytes(p).ljust(abi.PARAM_SIZE, b"\0")
 
 
+def action_constants(where: str, ref: StageRef) -> abi.Instance:
+    """The parameter of an action as its instance's constants (successor not set)."""
+    pbyte, blob = _stage_byte(where, ref, False, False)
+    if blob is not None:
+        return abi.Instance(ref=True, blob=blob)
+    return abi.Instance(imm=pbyte & abi.P_IMM_MASK)
+
+
 def compile_generation(gen: int, hooks: Iterable[HookPolicies],
-                       slots: Mapping[tuple[str, str], int]) -> CompiledTables:
+                       slots: Mapping[tuple[str, str], int],
+                       act_keys: Mapping[tuple[int, int], int] | None = None) -> CompiledTables:
     """Compile every hook's policies for generation ``gen``.
 
     ``slots`` maps (stage name, "xdp"|"tc") to the prog-array slot (1..255)
-    where that stage's program is installed in this generation (built-in
-    selectors need none: they are classified by the entry).
+    where that program selector is installed in this generation (built-in selectors
+    need none: the entry classifies by them); ``act_keys`` maps (hook id, policy
+    index) to the prog-array key of the instance of the policy's first action
+    (emptcp.runtime.instances.plan_instances).
     """
     if not 0 <= gen < abi.MAX_GEN:
         raise ValueError(f"generation {gen} out of range 0..{abi.MAX_GEN - 1}")
@@ -161,6 +175,14 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
             raise ValueError(f"hook {h.hook_id}: {len(h.policies)} policies, at most {abi.MAX_POLICIES}")
         if not h.policies:
             continue
+        try:
+            worst = worst_case_stages(h.policies)
+        except ValueError as e:        # more rules than a hook holds
+            raise ValueError(f"hook {h.hook_id} ({h.kind}): {e}") from None
+        if worst > abi.MAX_TAIL_CALLS:
+            raise ValueError(f"hook {h.hook_id} ({h.kind}): a packet may run {worst} stages "
+                             f"(program selectors of the rules tried + actions); the kernel "
+                             f"allows {abi.MAX_TAIL_CALLS} after the entry's tail call")
         sets = _HookSets()
         shapes: list[classify.Policy] = []
         terms: dict[tuple[int, int], tuple[int, int]] = {}   # (policy, selector) -> stage
@@ -172,6 +194,14 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
             sels: list[classify.Selector] = []
             for phase, key, refs in ((abi.PHASE_SEL, "sel", pol.selectors),
                                      (abi.PHASE_ACT, "act", pol.actions)):
+                if key == "act":   # instances: the parameters are their constants
+                    if len(refs) > abi.MAX_STAGES:
+                        raise ValueError(f"hook {h.hook_id} policy {pi}: {len(refs)} actions, "
+                                         f"at most {abi.MAX_STAGES}")
+                    for si, ref in enumerate(refs):
+                        action_constants(f"hook {h.hook_id} policy {pi} act {si} ({ref.name})",
+                                         ref)
+                    continue
                 if len(refs) > abi.MAX_STAGES:
                     raise ValueError(f"hook {h.hook_id} policy {pi}: {len(refs)} "
                                      f"{'selectors' if key == 'sel' else 'actions'}, "
@@ -205,17 +235,18 @@ def compile_generation(gen: int, hooks: Iterable[HookPolicies],
                     if blob is not None:
                         out.params[abi.param_key(gen, h.hook_id, pi, phase, si)] = blob
             shapes.append(classify.Policy(tuple(sels)))
+            act_key = 0
+            if pol.actions:
+                act_key = (act_keys or {}).get((h.hook_id, pi), 0)
+                if not abi.INSTANCE_BASE <= act_key < abi.PROG_ARRAY_SIZE:
+                    raise ValueError(f"hook {h.hook_id} policy {pi}: no instance key for its "
+                                     f"first action ({pol.actions[0].name})")
             out.policies[abi.policy_index(gen, h.hook_id, pi)] = abi.Policy(
-                stages["sel"], stages["act"], pol.uid).pack()
+                stages["sel"], len(pol.actions), act_key, pol.uid).pack()
         try:
             tables = classify.build_tables(shapes)
         except ValueError as e:
             raise ValueError(f"hook {h.hook_id} ({h.kind}): {e}") from None
-        worst = worst_case_stages(h.policies)
-        if worst > abi.MAX_TAIL_CALLS:
-            raise ValueError(f"hook {h.hook_id} ({h.kind}): a packet may run {worst} stages "
-                             f"(program selectors of the rules tried + actions); the kernel "
-                             f"allows {abi.MAX_TAIL_CALLS} after the entry's tail call")
         _write_rules(out, gen, h.hook_id, tables, terms, sets, classes)
     return out
 

@@ -8,6 +8,7 @@ as ``emptcp apply``; the engine differs only in opening the maps from their pins
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Iterable, Mapping
 
@@ -18,9 +19,14 @@ from ..bpf.pinning import ObjectDescription, open_object
 from ..bpf.programs import Program
 from ..chain.compiler import HookPolicies
 from .generation import GenerationWriter, Written
+from .instances import ActionSource, InstancePlan, install_instances, merge, plan_instances, sweep
 
 __all__ = ["Datapath"]
 
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 class Datapath:
@@ -32,6 +38,10 @@ class Datapath:
     def __init__(self, entry_obj: str, maps: Mapping[str, Map] | None = None) -> None:
         self.objects: list[Object] = []
         self.stages: dict[tuple[str, str], Program] = {}     # (stage, "xdp"|"tc") -> program
+        #: (stage, "xdp"|"tc") -> where its program comes from (action instances load it)
+        self.sources: dict[tuple[str, str], ActionSource] = {}
+        #: generation -> its action instances (InstancePlan.first/instances)
+        self.plans: dict[int, InstancePlan] = {}
         entry = self.load_object(entry_obj, maps=maps or {})
         self.maps: dict[str, Map] = {n: (maps or {}).get(n) or entry.maps[n]
                                      for n in abi.SHARED_MAPS}
@@ -57,8 +67,10 @@ class Datapath:
         found = {t: obj.programs[p] for t, p in names.items() if p in obj.programs}
         if not found:
             raise ValueError(f"{path}: no program {' or '.join(names.values())}")
+        digest = _sha256(path)
         for t, prog in found.items():
             self.stages[(name, t)] = prog
+            self.sources[(name, t)] = ActionSource(path, names[t], digest)
         return found
 
     def load_dir(self, directory: str, names: Iterable[str]) -> None:
@@ -80,9 +92,17 @@ class Datapath:
               slots: Mapping[tuple[str, str], int]) -> None:
         """Rebuild generation ``gen``'s tables from ``hooks`` (a generation is rewritten as
         a whole, never merged): clear what was written there last, write anew. The
-        installed programs stay (:meth:`install` put them there)."""
+        installed selector programs stay (:meth:`install` put them there); action
+        instances are loaded as needed, and those no written generation uses freed."""
+        hooks = list(hooks)
+        known = merge(p.keys() for p in self.plans.values())
+        plan = plan_instances(hooks, self.sources, known)
+        install_instances(plan, self.maps, known)
         self.writer.clear(gen, self._written.get(gen), programs=False)
-        self._written[gen] = self.writer.write(gen, hooks, {(t, n): s for (n, t), s in slots.items()})
+        self._written[gen] = self.writer.write(gen, hooks, {(t, n): s for (n, t), s in slots.items()},
+                                               plan.first)
+        self.plans[gen] = plan
+        sweep(self.maps, [p.keys() for p in self.plans.values()], candidates=known)
 
     def flip(self, gen: int) -> None:
         self.writer.flip(gen)

@@ -37,6 +37,7 @@ from ..bpf.objects import Object, ObjectSpec
 from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
+from . import instances
 from .pinroot import PinRoot, check_on_bpffs, locked, unpin
 from . import features, tcattach
 from .rcu import wait_grace_period
@@ -170,6 +171,7 @@ class Engine:
         attached: list[str] = []     # link pins this apply made
         moved: list[tuple[str, str]] = []  # (link pin, previous position) re-placed links
         new_hook_keys: list[bytes] = []
+        new_instances: list[tuple[str, int]] = []   # prog-array entries this apply wrote
         loaded: list[Object] = []
         stack = contextlib.ExitStack()
         try:
@@ -178,18 +180,29 @@ class Engine:
             loaded.append(entry)
             writer = self._writer(stack)
             gen = self._next_generation(current)
+            # the action instances every generation still described uses (gen's own too:
+            # what it shares with this configuration is reused, not loaded again)
+            known = instances.merge(self._generation_instances())
             self._progress("clear")
             self._clear_generation(writer, gen)
             self._progress("programs")
             slots = self._install_programs(writer, gen, resolved, objects, loaded,
                                            self._reusable(current, hashes))
             hook_ids = self._assign_hook_ids(writer, resolved, old, new_hook_keys)
-            self._progress("tables")
             carry = self._carried(writer, old) if old else {}
-            written = self._write_tables(writer, gen, resolved, slots, hook_ids, carry).as_dict()
+            hooks = self._hook_policies(resolved, hook_ids, carry)
+            plan = instances.plan_instances(hooks, self._action_sources(objects, hashes), known)
+            new_instances += instances.install_instances(
+                plan, writer.maps, known,
+                lambda inst: stage_context(resolved, inst.source.path,
+                                           [(inst.htype, s) for t, s in objects[inst.source.path]
+                                            if s.name == inst.stage]))
+            self._progress("tables")
+            written = writer.write(gen, hooks, slots, plan.first).as_dict()
             stage_objects = {f"{t}:{st.name}": path for path, uses in objects.items()
                              for t, st in uses}
             doc = {"committed": True, "written": written, "objects": hashes,
+                   "instances": plan.keys(),
                    "stage_objects": stage_objects, "digest": digest, "generation": gen,
                    "applied_at": time.time(), "config": resolved.config.to_dict(),
                    "resolved": resolved.describe(), "hook_ids": hook_ids,
@@ -206,6 +219,9 @@ class Engine:
             self._progress("flip")
             writer.flip(gen)
         except BaseException:
+            if new_instances:
+                with contextlib.suppress(EmptcpError):
+                    instances.remove(writer.maps, new_instances)
             stack.close()
             self._rollback(created, attached, new_hook_keys, old)
             self._unmove(moved)
@@ -216,6 +232,9 @@ class Engine:
         with stack:
             self._progress("cleanup")
             self._cleanup_stale(doc, writer)
+            # instances only the overwritten generation used: its packets finished before
+            # it was cleared (grace period), so nothing can jump there any more
+            instances.sweep(writer.maps, self._generation_instances())
         return ApplyResult(True, gen, summary)
 
     def _stage_objects(self, resolved: Resolved) -> dict[str, list[tuple[str, StageSpec]]]:
@@ -285,7 +304,10 @@ class Engine:
         """Put every stage's program in a slot of ``gen``'s prog array: the running
         generation's program where ``reuse`` has it, else a freshly loaded one."""
         fds: dict[tuple[str, str], int] = {}
+        order = []
         for path, uses in objects.items():
+            uses = [(t, st) for t, st in uses if st.kind != "action"]   # actions: instances
+            order += [(t, st.name) for t, st in uses]
             todo = []
             for t, st in uses:
                 prog_id = reuse.get((t, st.name))
@@ -302,8 +324,22 @@ class Engine:
                 loaded.append(obj)
                 for t, st in todo:
                     fds[(t, st.name)] = obj.programs[st.programs[t]].fd
-        order = [(t, st.name) for uses in objects.values() for t, st in uses]
         return writer.install(gen, {key: fds[key] for key in order})
+
+    @staticmethod
+    def _action_sources(objects: dict[str, list[tuple[str, StageSpec]]],
+                        hashes: dict[str, str]) -> dict[tuple[str, str], instances.ActionSource]:
+        return {(st.name, t): instances.ActionSource(path, st.programs[t], hashes[path])
+                for path, uses in objects.items() for t, st in uses if st.kind == "action"}
+
+    def _generation_instances(self) -> list[dict[str, Any]]:
+        """The action instance tables of every generation description pinned now."""
+        out = []
+        for g in range(MAX_GEN):
+            meta = read_meta(self.pins.gen(g))
+            if meta and meta.get("committed"):
+                out.append(meta.get("instances", {}))
+        return out
 
     def _load_stage_object(self, writer: GenerationWriter, path: str,
                            wanted: set[str]) -> Object:
@@ -355,11 +391,11 @@ class Engine:
                                     "carried over: %s", p["name"], si, e)
         return carried(doc, writer.maps, static)
 
-    def _write_tables(self, writer: GenerationWriter, gen: int, resolved: Resolved,
-                      slots: dict[tuple[str, str], int], hook_ids: dict[str, int],
-                      carry: dict[tuple[str, int, str], dict[str, set]] | None = None) -> Written:
-        """Fill the policy and parameter tables of ``gen`` (with the run-time entries
-        ``carry`` holds for the policies kept); return the keys written."""
+    def _hook_policies(self, resolved: Resolved, hook_ids: dict[str, int],
+                       carry: dict[tuple[str, int, str], dict[str, set]] | None = None
+                       ) -> list[Any]:
+        """The configuration as the compiler's HookPolicies (encoded parameters), with
+        the run-time entries ``carry`` holds for the policies this apply keeps."""
         from ..chain.compiler import HookPolicies, PolicySpec, StageRef
         carry = carry or {}
 
@@ -374,7 +410,7 @@ class Engine:
                                           [ref(a) for a in p.actions], next(uid))
                                for p in h.policies])
                  for h in resolved.hooks.values()]
-        return writer.write(gen, hooks, slots)
+        return hooks
 
     def _attach(self, resolved: Resolved, entry: Object, attached: list[str],
                 old: dict[str, Any] | None = None,

@@ -10,8 +10,9 @@ map update (:meth:`GenerationWriter.flip`); see docs/abi.md sections 4-5::
 
     w = GenerationWriter(maps)                 # {name: emptcp.Map} of abi.SHARED_MAPS
     w.clear(gen, previous_written)             # exactly what the last writer of gen wrote
-    slots = w.install(gen, {("xdp", "count"): prog_fd, ...})
-    written = w.write(gen, hooks, slots)       # policies, parameter blobs, classification
+    slots = w.install(gen, {("xdp", "mptcp_subtype"): prog_fd, ...})   # program selectors
+    # actions: program instances (emptcp.runtime.instances), shared by generations
+    written = w.write(gen, hooks, slots, first_action_keys)  # policies, blobs, classification
     w.flip(gen)
 """
 from __future__ import annotations
@@ -149,12 +150,15 @@ class GenerationWriter:
         return slots
 
     def write(self, gen: int, hooks: Iterable[HookPolicies],
-              slots: Mapping[tuple[str, str], int]) -> Written:
+              slots: Mapping[tuple[str, str], int],
+              act_keys: Mapping[tuple[int, int], int] | None = None) -> Written:
         """Compile ``hooks`` (:mod:`emptcp.chain.compiler`, the one place that knows the
         table bytes) and write ``gen``'s policies and parameter blobs; return what was
-        written. ``slots`` is what :meth:`install` returned."""
+        written. ``slots`` is what :meth:`install` returned, ``act_keys`` the first
+        action instance of each (hook id, policy) (:class:`InstancePlan.first`)."""
         from ..chain.compiler import compile_generation   # not needed to read counters
-        tables = compile_generation(gen, list(hooks), {(n, t): s for (t, n), s in slots.items()})
+        tables = compile_generation(gen, list(hooks), {(n, t): s for (t, n), s in slots.items()},
+                                    act_keys)
         if tables.params:
             self.maps["emptcp_params"].update_batch([(_u32(k), v) for k, v in tables.params.items()])
         if tables.policies:

@@ -1,0 +1,230 @@
+"""Action program instances: one loaded program per chain suffix.
+
+An action's program is loaded once per (object, program, parameter, successor):
+its ``.rodata`` (``struct emptcp_instance``, frozen by libbpf at load) holds the
+parameter and the prog-array key of the next action, so the verifier knows the
+tail call's key as a constant and the JIT turns it into a direct jump (a run-time
+key costs ~20 ns on a retpoline kernel). docs/abi.md section 1.1.
+
+An instance is named by the digest of the chain suffix it starts (object sha256,
+program, parameter, the successor's digest), so policies and hooks whose chains
+end alike share instances, and generations share them too: a chain that did not
+change is never loaded again. Instances live at ``INSTANCE_BASE + i`` of their
+program type's prog array, outside the per-generation slots; a key keeps its
+digest for as long as a committed generation refers to it (the allocator never
+hands out a key some generation still uses), and :func:`sweep` empties the keys
+no generation refers to.
+
+    plan = plan_instances(hooks, sources, known)      # pure: digests, keys, constants
+    new = install_instances(plan, maps, known)        # load + put what is missing
+    writer.write(gen, hooks, slots, plan.first)       # policies point at first actions
+    sweep(maps, live)                                 # after the flip: drop the unused
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Callable, ContextManager, Iterable, Mapping
+
+from .. import abi
+from ..bpf.maps import Map
+from ..bpf.pinning import ObjectDescription, open_object
+from ..chain.compiler import HookPolicies, action_constants, hook_type
+from ..errors import EmptcpError, NotFoundError
+from .generation import PROG_ARRAYS
+
+__all__ = ["ActionSource", "InstanceSpec", "InstancePlan", "plan_instances",
+           "install_instances", "remove", "sweep", "merge", "Keys"]
+
+#: program type -> {digest: instance number}, what a generation's description stores
+Keys = Mapping[str, Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class ActionSource:
+    """Where an action's program comes from: its object file, program, file digest."""
+    path: str
+    program: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    htype: str               # "xdp" | "tc"
+    digest: str
+    number: int              # prog-array key = abi.instance_key(number)
+    stage: str
+    source: ActionSource
+    consts: abi.Instance     # the .rodata it is loaded with
+
+    @property
+    def key(self) -> int:
+        return abi.instance_key(self.number)
+
+
+@dataclass
+class InstancePlan:
+    """The instances one generation uses, and each policy's first action key."""
+    instances: dict[str, dict[str, InstanceSpec]] = field(default_factory=dict)
+    first: dict[tuple[int, int], int] = field(default_factory=dict)   # (hook id, policy)
+
+    def keys(self) -> dict[str, dict[str, int]]:
+        return {t: {d: i.number for d, i in sorted(by.items())}
+                for t, by in sorted(self.instances.items())}
+
+
+def _digest(src: ActionSource, consts: abi.Instance, successor: str) -> str:
+    h = hashlib.sha256()
+    for part in (src.sha256, src.program, consts.pack().hex(), successor):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def plan_instances(hooks: Iterable[HookPolicies],
+                   sources: Mapping[tuple[str, str], ActionSource],
+                   known: Keys | None = None) -> InstancePlan:
+    """Name, number and parametrise every action instance ``hooks`` need.
+
+    ``sources`` maps (stage name, "xdp"|"tc") to the action's program; ``known``
+    holds the instances committed generations use (digest -> number): those keep
+    their number, new ones get a number no generation uses. First actions take the
+    lowest numbers (the entry's switch covers ENTER_CASES of them with direct jumps),
+    the others numbers from ENTER_CASES up: every program with a jump to a key pays
+    an RCU grace period when that key is emptied, and the entry and the selectors
+    have one to each of the low keys.
+    """
+    known = known or {}
+    plan = InstancePlan()
+    # pass 1: the suffixes (digest -> what to load, the successor's digest)
+    nodes: dict[str, dict[str, tuple[str, ActionSource, abi.Instance, str]]] = {}
+    starts: dict[str, set[str]] = {}
+    first: dict[tuple[int, int], tuple[str, str]] = {}
+    for h in hooks:
+        htype = hook_type(h.kind)
+        mine = nodes.setdefault(htype, {})
+        for pi, pol in enumerate(h.policies):
+            succ = ""
+            for si in reversed(range(len(pol.actions))):
+                ref = pol.actions[si]
+                where = f"hook {h.hook_id} policy {pi} act {si} ({ref.name})"
+                src = sources.get((ref.name, htype))
+                if src is None:
+                    raise ValueError(f"{where}: no {htype} program for action {ref.name!r}")
+                consts = action_constants(where, ref)
+                digest = _digest(src, consts, succ)
+                mine.setdefault(digest, (ref.name, src, consts, succ))
+                succ = digest
+            if pol.actions:
+                starts.setdefault(htype, set()).add(succ)
+                first[(h.hook_id, pi)] = (htype, succ)
+    # pass 2: numbers (known ones kept), then the constants with the successor's key
+    for htype, mine in nodes.items():
+        have = known.get(htype, {})
+        numbers = {d: have[d] for d in mine if d in have}
+        used = set(have.values())
+        for d in mine:
+            if d not in numbers:
+                low = d in starts.get(htype, ())
+                numbers[d] = _free(used, htype, ENTER_CASES if not low else 0)
+                used.add(numbers[d])
+        out = plan.instances.setdefault(htype, {})
+        for d, (stage, src, consts, succ) in mine.items():
+            next_key = abi.instance_key(numbers[succ]) if succ else 0
+            out[d] = InstanceSpec(htype, d, numbers[d], stage, src, replace(consts, next_key=next_key))
+    plan.first = {hp: plan.instances[t][d].key for hp, (t, d) in first.items()}
+    return plan
+
+
+#: first actions the entry reaches with a direct jump (EMPTCP_ENTER_CASES in emptcp_chain.h)
+ENTER_CASES = 256
+
+
+def _free(used: set[int], htype: str, start: int) -> int:
+    """The lowest number not in ``used`` from ``start`` on, else the lowest at all."""
+    for rng in (range(start, abi.MAX_INSTANCES), range(0, start)):
+        for i in rng:
+            if i not in used:
+                return i
+    raise EmptcpError(f"more than {abi.MAX_INSTANCES} {htype} action instances "
+                      "(distinct action chain suffixes over the generations kept)")
+
+
+def install_instances(plan: InstancePlan, maps: Mapping[str, Map], known: Keys | None = None,
+                      context: Callable[[InstanceSpec], ContextManager] | None = None
+                      ) -> list[tuple[str, int]]:
+    """Load and install the instances of ``plan`` that are not in place yet.
+
+    An instance ``known`` with the same number whose prog-array entry exists is
+    reused as is. Returns (type, key) of every entry written, for a rollback
+    (:func:`remove`). ``context(inst)`` wraps each load (error messages).
+    """
+    known = known or {}
+    written: list[tuple[str, int]] = []
+    try:
+        for htype, by in plan.instances.items():
+            table = maps[PROG_ARRAYS[htype]]
+            for inst in by.values():
+                if known.get(htype, {}).get(inst.digest) == inst.number and _present(table, inst.key):
+                    continue
+                with (context(inst) if context else contextlib.nullcontext()):
+                    obj, _ = open_object(ObjectDescription(inst.source.path), maps=maps,
+                                         autoload=[inst.source.program],
+                                         consts={abi.INSTANCE_VAR: inst.consts.pack()})
+                with obj:
+                    table.put(_u32(inst.key), _u32(obj.programs[inst.source.program].fd))
+                written.append((htype, inst.key))
+    except BaseException:
+        remove(maps, written)
+        raise
+    return written
+
+
+def remove(maps: Mapping[str, Map], entries: Iterable[tuple[str, int]]) -> None:
+    """Delete prog-array entries (type, key); missing ones are fine."""
+    for htype, key in entries:
+        with contextlib.suppress(NotFoundError):
+            maps[PROG_ARRAYS[htype]].delete(_u32(key))
+
+
+def sweep(maps: Mapping[str, Map], live: Iterable[Keys],
+          candidates: Keys | None = None) -> int:
+    """Empty every instance entry no generation in ``live`` refers to; returns how many
+    were removed. By default every instance key is tried (also catches what an
+    interrupted apply left, ~8 ms); ``candidates`` limits the sweep to the instances a
+    caller knows it installed. Call it only when no packet can still run a generation
+    left out of ``live`` (after its grace period)."""
+    keep: dict[str, set[int]] = {t: set() for t in PROG_ARRAYS}
+    for keys in live:
+        for t, by in keys.items():
+            keep.setdefault(t, set()).update(by.values())
+    removed = 0
+    for htype, table_name in PROG_ARRAYS.items():
+        table = maps[table_name]
+        tried = (range(abi.MAX_INSTANCES) if candidates is None
+                 else sorted(set(candidates.get(htype, {}).values())))
+        for i in tried:
+            if i not in keep[htype] and table.discard(_u32(abi.instance_key(i))):
+                removed += 1
+    return removed
+
+
+def merge(keys: Iterable[Keys]) -> dict[str, dict[str, int]]:
+    """The union of several generations' instance tables."""
+    out: dict[str, dict[str, int]] = {}
+    for k in keys:
+        for t, by in k.items():
+            out.setdefault(t, {}).update(by)
+    return out
+
+
+def _present(table: Map, key: int) -> bool:
+    try:
+        table.lookup(_u32(key))
+        return True
+    except NotFoundError:
+        return False
+
+
+def _u32(i: int) -> bytes:
+    return i.to_bytes(4, "little")
