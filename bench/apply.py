@@ -148,7 +148,7 @@ def _of_gen(gen: int) -> dict[str, Any]:
 def _entries(root: str, gen: int) -> dict[str, Any]:
     """The active generation's table entries, raw, as emptcp wrote them: policies,
     parameters, hook ids and the classification of the built-in selectors."""
-    from emptcp.abi import SLOTS_PER_GEN
+    from emptcp.abi import INSTANCE_BASE, PROG_ARRAY_SIZE, SLOTS_PER_GEN
     from emptcp.bpf.maps import Map
     maps = os.path.join(root, "maps")
     out: dict[str, Any] = {"gen": gen, "tables": []}
@@ -161,7 +161,10 @@ def _entries(root: str, gen: int) -> dict[str, Any]:
     out["slots"] = []
     for pa in ("emptcp_xdp_progs", "emptcp_tc_progs"):
         with Map.from_pin(os.path.join(maps, pa), key=int, value=int) as m:
-            for slot in range(gen * SLOTS_PER_GEN, (gen + 1) * SLOTS_PER_GEN):
+            # the generation's program selectors, and the action instances (shared by
+            # generations; the baseline loads each object once and points them all at it)
+            for slot in [*range(gen * SLOTS_PER_GEN, (gen + 1) * SLOTS_PER_GEN),
+                         *range(INSTANCE_BASE, PROG_ARRAY_SIZE)]:
                 try:
                     out["slots"].append((pa, slot, progs[m[slot]]))
                 except KeyError:

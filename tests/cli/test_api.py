@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from emptcp import api
-from emptcp.abi import MAX_HOOKS, MAX_POLICIES, SLOTS_PER_GEN, policy_index
+from emptcp.abi import (INSTANCE_BASE, MAX_HOOKS, MAX_POLICIES, PROG_ARRAY_SIZE, SLOTS_PER_GEN,
+                        policy_index)
 from emptcp.chain.config import parse_text
 from emptcp.bpf.maps import Map
 from emptcp.model import AND, OR, ActionChain, Config, PolicyChain, SelectorChain
@@ -79,14 +80,23 @@ def dump(pin_root: str, st: dict[str, Any]) -> dict[str, Any]:
     slots = {}
     for pa in ("emptcp_xdp_progs", "emptcp_tc_progs"):
         with Map.from_pin(os.path.join(maps, pa), key=int, value=int) as m:
-            for slot in range(gen * SLOTS_PER_GEN, (gen + 1) * SLOTS_PER_GEN):
+            # program selectors of the generation, then the action instances
+            for slot in [*range(gen * SLOTS_PER_GEN, (gen + 1) * SLOTS_PER_GEN),
+                         *range(INSTANCE_BASE, PROG_ARRAY_SIZE)]:
                 try:
                     slots[f"{pa}[{slot}]"] = names[m[slot]]
                 except KeyError:
                     pass
-    assert policies and slots
+    # the classification of the built-in selectors, raw
+    with Map.from_pin(os.path.join(maps, "emptcp_hook_rules"), key=int) as m:
+        rules = {i: m[i].hex() for i in range(gen * MAX_HOOKS, (gen + 1) * MAX_HOOKS) if any(m[i])}
+    with Map.from_pin(os.path.join(maps, "emptcp_keys")) as m:
+        keys = sorted((k.hex(), v.hex()) for k, v in m.items() if k[0] == gen)
+    with Map.from_pin(os.path.join(maps, "emptcp_prefixes")) as m:
+        prefixes = sorted((k.hex(), m.lookup(k).hex()) for k in m.raw_keys() if k[4] == gen)
+    assert policies and slots and rules
     return {"status": st, "policies": policies, "params": params, "hooks": hooks,
-            "slots": slots}
+            "slots": slots, "rules": rules, "keys": keys, "prefixes": prefixes}
 
 
 def test_api_and_toml_give_identical_kernel_state(host: Host) -> None:

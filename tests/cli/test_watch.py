@@ -146,7 +146,10 @@ def test_configmap_swaps_apply_within_a_second_and_bad_files_change_nothing(
         print(f"\nConfigMap swap -> applied: median {statistics.median(latencies):.3f} s, "
               f"max {max(latencies):.3f} s over {len(latencies)} changes")
         assert max(latencies) < DEADLINE_S, latencies
-        assert run.metric("emptcp_applies_total", result="changed") == VALID_CHANGES + 1
+        # the counter moves when the apply returns, after its post-flip clean-up: a
+        # condition, not a snapshot taken the moment the new generation is visible
+        wait_for(lambda: run.metric("emptcp_applies_total", result="changed")
+                 == VALID_CHANGES + 1, 5, step=0.05)
 
         gen, digest, window = active(host.pin_root)
         for k, (text, line) in enumerate(INVALID, 1):
@@ -164,7 +167,7 @@ def test_configmap_swaps_apply_within_a_second_and_bad_files_change_nothing(
         # a valid file after the bad ones is applied again
         cm.write(POLICY.format(window=4242))
         wait_for(lambda: active(host.pin_root)[2] == 4242, DEADLINE_S)
-        assert run.metric("emptcp_config_last_reload_successful") == 1
+        wait_for(lambda: run.metric("emptcp_config_last_reload_successful") == 1, 5, step=0.05)
     finally:
         run.stop()
     assert host.tree() == []  # --on-exit detach (the default) removed everything
