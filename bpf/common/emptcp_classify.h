@@ -30,6 +30,8 @@ static __always_inline void emptcp_and_class(struct emptcp_rules *acc,
 }
 
 #define EMPTCP_USES(hr, dim) ((hr)->used & (1U << (dim)))
+#define EMPTCP_ADDR_DIMS ((1U << EMPTCP_DIM_FLOW) | (1U << EMPTCP_DIM_ADDRS) | \
+			  (1U << EMPTCP_DIM_LADDR) | (1U << EMPTCP_DIM_RADDR))
 
 static __always_inline void emptcp_exact(struct emptcp_rules *acc,
 					 const struct emptcp_hook_rules *hr, __u32 gen,
@@ -68,7 +70,10 @@ static __always_inline int emptcp_classify(void *data, void *data_end, __u32 gen
 	k.family = p.family;
 	k.lport = egress ? p.tcph->source : p.tcph->dest;
 	k.rport = egress ? p.tcph->dest : p.tcph->source;
-	/* one branch per case: a pointer picked by ?: loses its type for the verifier */
+	/* addresses only for the dimensions that use them (a port-only hook skips this);
+	 * one branch per case: a pointer picked by ?: loses its type for the verifier */
+	if (!(hr->used & EMPTCP_ADDR_DIMS))
+		goto ports;
 	if (p.iph && egress) {
 		__builtin_memcpy(k.laddr, &p.iph->saddr, 4);
 		__builtin_memcpy(k.raddr, &p.iph->daddr, 4);
@@ -109,11 +114,13 @@ static __always_inline int emptcp_classify(void *data, void *data_end, __u32 gen
 		k.lport = lp;
 		k.rport = rp;
 	}
-	k.family = 0;
 	__builtin_memset(k.laddr, 0, 16);
 	__builtin_memset(k.raddr, 0, 16);
-	if (EMPTCP_USES(hr, EMPTCP_DIM_PORTS))
+ports:	/* the port dimensions: no family, no addresses */
+	if (EMPTCP_USES(hr, EMPTCP_DIM_PORTS)) {
+		k.family = 0;
 		emptcp_exact(acc, hr, gen, &k, EMPTCP_DIM_PORTS);
+	}
 	if (hr->used & ((1U << EMPTCP_DIM_LPORT) | (1U << EMPTCP_DIM_RPORT))) {
 		const struct emptcp_port_class *pc;
 		__u32 base = (hr->port_table % (EMPTCP_MAX_GEN * EMPTCP_PORT_TABLES_PER_GEN)) << 16;

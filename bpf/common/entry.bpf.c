@@ -48,26 +48,28 @@ static __always_inline int emptcp_start(struct emptcp_ctx *c, void *data, void *
 					__u32 hook, __u32 kind)
 {
 	const struct emptcp_hook_rules *hr;
+	struct emptcp_hook_stat *hs;
 	struct emptcp_rules cand;
 	__u32 gen = emptcp_active_gen(), idx;
-	int r;
+	int r = 0;
 
-	emptcp_hook_count(hook, EMPTCP_HS_PACKETS);
-	idx = gen * EMPTCP_MAX_HOOKS + (hook & (EMPTCP_MAX_HOOKS - 1));
+	hook &= EMPTCP_MAX_HOOKS - 1;
+	hs = bpf_map_lookup_elem(&emptcp_hook_stats, &hook);	/* one lookup, every counter */
+	if (hs)
+		hs->packets++;
+	idx = gen * EMPTCP_MAX_HOOKS + hook;
 	hr = bpf_map_lookup_elem(&emptcp_hook_rules, &idx);
-	if (!hr || !hr->n_rules) {
-		emptcp_hook_count(hook, EMPTCP_HS_UNMATCHED);
-		return 0;
+	if (hr && hr->n_rules) {
+		emptcp_classify(data, data_end, gen, hook, kind, hr, &cand);
+		r = emptcp_enter_rule(c, gen, hook, kind, hr, &cand, emptcp_first_rule(&cand));
 	}
-	emptcp_classify(data, data_end, gen, hook, kind, hr, &cand);
-	r = emptcp_enter_rule(c, gen, hook, kind, hr, &cand, emptcp_first_rule(&cand));
-	if (r == 0) {
-		emptcp_hook_count(hook, EMPTCP_HS_UNMATCHED);
-		return 0;
+	if (hs) {
+		if (r == 0)
+			hs->unmatched++;
+		else if (r >= 2)
+			hs->matched++;
 	}
-	if (r >= 2)
-		emptcp_hook_count(hook, EMPTCP_HS_MATCHED);
-	return r != 3;
+	return r == 1 || r == 2;
 }
 
 SEC("xdp")
