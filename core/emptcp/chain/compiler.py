@@ -102,10 +102,6 @@ def worst_case_stages(policies: Iterable[PolicySpec]) -> int:
     return worst
 
 
-def _is_set(ref: StageRef) -> bool:
-    return isinstance(ref.param, SetParam)
-
-
 def _shape(p: PolicySpec) -> classify.Policy:
     """A policy's selectors as classify sees them, every set a distinct id (enough to
     count rules and program-selector terms)."""
