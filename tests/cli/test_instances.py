@@ -20,24 +20,15 @@ from emptcp import abi
 from emptcp.model import ActionChain, Config, PolicyChain
 from emptcp.netns import enter
 
+from .test_api import BAD_STAGE
+
 pytestmark = pytest.mark.slow
 
 #: pin roots /sys/fs/bpf/<prefix>-test-inst-*, namespaces <prefix>-inst-*
 PREFIX = os.environ.get("EMPTCP_TEST_PREFIX", "").strip() or "emptcp"
 
-BAD_ACTION = r"""
-#include "emptcp.h"
-SEC("xdp")
-int emptcp_badact_xdp(struct xdp_md *ctx)
-{
-	ACTION_PRE_SEC
-	__u32 v = *(__u32 *)(data + 100);	/* no bounds check: the verifier refuses */
-	if (v == 7)
-		return XDP_DROP;
-	ACTION_POST_SEC
-}
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
-"""
+#: an action the verifier refuses (the same source the API test uses)
+BAD_ACTION = BAD_STAGE
 
 
 @pytest.fixture
