@@ -29,6 +29,15 @@ SCENARIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenari
 DEFAULT = "backup"
 FALLBACK = "recv-win"      # default when the emptcp-mptcp plugin is not installed
 TIME_LIMIT = 30.0
+#: how much slower than native this run may be: a scenario given a longer time limit than
+#: TIME_LIMIT (the kernel matrix's emulated guests, ~10x slower) stretches its waits and
+#: transfer lengths by the same factor, so a slow machine is not mistaken for a failure
+_slack = 1.0
+
+
+def _t(seconds: float) -> float:
+    """``seconds`` of this run: a native duration or timeout stretched by the slack."""
+    return seconds * _slack
 
 
 def scenario_path(name: str) -> str:
@@ -103,7 +112,7 @@ def _wait(cond: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
     """Poll ``cond`` until it is truthy or ``timeout`` s passed; its last value. A scenario
     waits for the condition its measurement needs, never for a fixed time; a condition
     that does not come shows up in the checks that follow."""
-    end = time.monotonic() + timeout
+    end = time.monotonic() + _t(timeout)
     while True:
         v = cond()
         if v or time.monotonic() > end:
@@ -262,9 +271,12 @@ def _recv_win(res: Result) -> None:
             tempfile.TemporaryDirectory() as tmp:
         pol = Policy(rig.server, tmp, "recv-win")
         cap = rig.server.capture(rig.paths[1].server_if, "tcp", snaplen=96)
+        cli = None
         try:
             srv = rig.start_server()
-            cli = rig.start_client(srv.port, duration=7.0, timeout=15)
+            # an upload that lasts until the measurements end (two applies under emulation
+            # take seconds each; a fixed-length transfer ended before them)
+            cli = rig.start_client(srv.port, forever=True, timeout=_t(15))
             _wait(_both_paths_carry(rig, "client_tx", 1 << 20), 3)
             n0c, n0s = rig.client.nstat(), rig.server.nstat()
             win = {"no policy": _window(rig, 1.5)}
@@ -287,7 +299,7 @@ def _recv_win(res: Result) -> None:
             counters = {**c1, **pol.counters()}
         finally:
             pol.detach()
-        rep = cli.result(20)
+            rep = cli.stop(_t(20)) if cli else {}
         pkts = cap.packets("tcp")
         bad = [p.number for p in pkts if p.tcp_csum_status == 0 or p.ip_csum_status == 0]
         acks = [p for p in pkts if p.dst == rig.paths[1].client_addr and not p.tcp_flags & 0x2]
@@ -427,7 +439,7 @@ def _rm_add_addr(res: Result, builtin: bool) -> None:
                     pol.apply(name, rig)
                 n0c, n0s = rig.client.nstat(), rig.server.nstat()
                 srv = rig.start_server()
-                cli = rig.start_client(srv.port, duration=2.0, timeout=10)
+                cli = rig.start_client(srv.port, duration=_t(2.0), timeout=_t(10))
                 _wait(lambda: rig.server.nstat().get("MPTcpExtAddAddrTx", 0)
                       > n0s.get("MPTcpExtAddAddrTx", 0), 1.5)
                 if phase == "without policy":   # the client joins the announced address
@@ -439,8 +451,8 @@ def _rm_add_addr(res: Result, builtin: bool) -> None:
                     _wait(lambda: rig.client.link_stats(c0.client_if)[c0.client_if]
                           ["rx_packets"] - r0 > 300, 1.5)
                 flows = [f for f in _flows(rig.client) if f["remote"].endswith(f":{srv.port}")]
-                rep = cli.result(15)
-                srv.results(5)
+                rep = cli.result(_t(15))
+                srv.results(_t(5))
                 n1c, n1s = rig.client.nstat(), rig.server.nstat()
                 phases[phase] = {"client_delta": _delta(n0c, n1c), "server_delta": _delta(n0s, n1s),
                                  "client_subflows": flows, "intact": rep.get("intact"),
@@ -484,9 +496,9 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
             # MPTCP socket with its subflows).  Fixed-length transfers and a fixed 1.2 s
             # wait missed them when the loaded machine was slow to start the two client
             # processes (seen: ss empty, or one connection only; both transfers intact)
-            c1 = rig.start_client(legacy.port, forever=True, timeout=10)
-            c2 = rig.start_client(other.port, forever=True, timeout=10)
-            deadline = t0 + 8.0
+            c1 = rig.start_client(legacy.port, forever=True, timeout=_t(10))
+            c2 = rig.start_client(other.port, forever=True, timeout=_t(10))
+            deadline = t0 + _t(8.0)
             while True:
                 ss_all = rig.client.ss()
                 sub = {e.rport for e in ss_all if e.is_subflow and "flags:" in e.raw}
@@ -500,8 +512,8 @@ def _no_mptcp(res: Result, xdp: bool) -> None:
                 time.sleep(0.05)
             res.evidence["ss_snapshot_after_s"] = round(time.monotonic() - t0, 2)
             res.evidence["ss_client"] = [e.raw for e in ss_all]
-            r1, r2 = c1.stop(15), c2.stop(15)
-            legacy.results(5), other.results(5)
+            r1, r2 = c1.stop(_t(15)), c2.stop(_t(15))
+            legacy.results(_t(5)), other.results(_t(5))
             n1c, n1s = rig.client.nstat(), rig.server.nstat()
             counters = pol.counters()
         finally:
@@ -786,6 +798,8 @@ def run_scenario(name: str, time_limit: float = TIME_LIMIT) -> Result:
             raise _Timeout()
         old = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, time_limit + 15)  # hard stop incl. teardown
+    global _slack
+    _slack = max(1.0, time_limit / TIME_LIMIT)
     t0 = time.monotonic()
     try:
         sc.run(res)
