@@ -144,6 +144,24 @@ struct emptcp_instance {
 	__u8 blob[EMPTCP_PARAM_SIZE];	/* by-reference parameter, zero-padded */
 };
 
+/* The .rodata of a fused instance (fused.bpf.c, variable emptcp_fused): a run
+ * of built-in actions executed one after the other in one program, each with
+ * its operand, then a tail call to next_key (0 = end of chain).  The verifier
+ * sees constants and removes the code of the operations not used, so the run
+ * costs what the same work costs in one hand-written program. */
+#define EMPTCP_OP_COUNT		1	/* the stage counters only */
+#define EMPTCP_OP_SET_RECV_WIN	2	/* args: the raw 16-bit window */
+#define EMPTCP_OP_DROP		3
+#define EMPTCP_OP_PASS		4
+#define EMPTCP_OP_REDIRECT	5	/* args: ifindex (0: continue) */
+struct emptcp_fused {
+	__u32 next_key;
+	__u8 n;				/* operations, 2..EMPTCP_MAX_STAGES */
+	__u8 ops[EMPTCP_MAX_STAGES];	/* EMPTCP_OP_* */
+	__u8 pad[3];
+	__u32 args[EMPTCP_MAX_STAGES];
+};
+
 struct emptcp_param {
 	__u8 data[EMPTCP_PARAM_SIZE];
 };

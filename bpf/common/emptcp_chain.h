@@ -402,19 +402,25 @@ static __always_inline __u32 emptcp_act_next_word(const struct emptcp_env *e)
 	return w0 + (1u << EMPTCP_W0_CUR_SHIFT);	/* cur < EMPTCP_MAX_STAGES: no carry out */
 }
 
-/* a failed tail call to the successor: counted on the stage that should have run */
-static __always_inline void emptcp_act_missed(const struct emptcp_env *e)
+/* a failed tail call to the action whose context word is w: counted on the
+ * stage that should have run, from the word only (nothing else kept alive
+ * across the tail call) */
+static __always_inline void emptcp_word_missed(__u32 w)
 {
 	struct emptcp_stage_stat *s;
-	__u32 w = emptcp_act_next_word(e), idx;
+	__u32 idx;
 
-	/* from the context word only: nothing else kept alive across the tail call */
 	idx = EMPTCP_STAGE_STAT_IDX((w >> 8) & EMPTCP_B1_HOOK_MASK, (w >> 16) & (EMPTCP_MAX_POLICIES - 1),
 				    EMPTCP_PHASE_ACT, (w >> EMPTCP_W0_CUR_SHIFT) & (EMPTCP_MAX_STAGES - 1));
 	s = bpf_map_lookup_elem(&emptcp_stage_stats, &idx);
 	if (s)
 		s->missed_tail_calls++;
 	emptcp_hook_count((w >> 8) & EMPTCP_B1_HOOK_MASK, EMPTCP_HS_MISSED);
+}
+
+static __always_inline void emptcp_act_missed(const struct emptcp_env *e)
+{
+	emptcp_word_missed(emptcp_act_next_word(e));
 }
 
 /* ------------------------------ XDP ------------------------------------ */

@@ -25,6 +25,9 @@ MAX_INSTANCES = 1024         # per program type
 PROG_ARRAY_SIZE = INSTANCE_BASE + MAX_INSTANCES
 #: the .rodata variable (struct emptcp_instance) an action instance is loaded with
 INSTANCE_VAR = "emptcp_inst"
+FUSED_VAR = "emptcp_fused"     # .rodata of fused.bpf.c (struct emptcp_fused)
+# operations of a fused instance (EMPTCP_OP_*)
+OP_COUNT, OP_SET_RECV_WIN, OP_DROP, OP_PASS, OP_REDIRECT = 1, 2, 3, 4, 5
 PARAM_SIZE = 64
 MAX_PARAMS = 4096
 MAX_TAIL_CALLS = 32          # stages per packet (selectors evaluated + actions)
@@ -83,6 +86,7 @@ HOOK_KEY = struct.Struct("<II")                   # struct emptcp_hook_key
 HOOK_VAL = struct.Struct("<I")                    # struct emptcp_hook_val
 POLICY = struct.Struct("<BBH8s8sI")               # struct emptcp_policy
 INSTANCE = struct.Struct("<IBB2x64s")             # struct emptcp_instance
+FUSED = struct.Struct("<IB8s3x8I")                # struct emptcp_fused
 STAGE_STAT = struct.Struct("<QQQ")                # struct emptcp_stage_stat
 HOOK_STAT = struct.Struct("<QQQQQ")               # struct emptcp_hook_stat
 RULES = struct.Struct(f"<{RULE_WORDS}Q")          # struct emptcp_rules
@@ -110,6 +114,7 @@ LAYOUT: dict[str, tuple[int, dict[str, int]]] = {
     "emptcp_policy": (24, {"n_sel": 0, "n_act": 1, "policy_uid": 2, "sel_slot": 4,
                            "sel_param": 12, "act_key": 20}),
     "emptcp_instance": (72, {"next_key": 0, "ref": 4, "imm": 5, "blob": 8}),
+    "emptcp_fused": (48, {"next_key": 0, "n": 4, "ops": 5, "args": 16}),
     "emptcp_param": (64, {"data": 0}),
     "emptcp_stage_stat": (24, {"packets": 0, "bytes": 8, "missed_tail_calls": 16}),
     "emptcp_hook_stat": (40, {"packets": 0, "matched": 8, "unmatched": 16,
@@ -251,11 +256,32 @@ class Instance:
     imm: int = 0
     blob: bytes = b""
 
+    #: the .rodata variable these constants are loaded into
+    var = INSTANCE_VAR
+
     def pack(self) -> bytes:
         if len(self.blob) > PARAM_SIZE:
             raise ValueError(f"parameter blob is {len(self.blob)} bytes, at most {PARAM_SIZE}")
         return INSTANCE.pack(self.next_key, int(self.ref), self.imm,
                              self.blob.ljust(PARAM_SIZE, b"\0"))
+
+
+@dataclass(frozen=True)
+class Fused:
+    """One ``struct emptcp_fused``: a fused instance's .rodata -- (operation, operand)
+    pairs run in order, then the successor."""
+    ops: tuple[tuple[int, int], ...] = ()
+    next_key: int = 0
+
+    #: the .rodata variable these constants are loaded into
+    var = FUSED_VAR
+
+    def pack(self) -> bytes:
+        if not 1 <= len(self.ops) <= MAX_STAGES:
+            raise ValueError(f"a fused instance runs 1..{MAX_STAGES} operations, not {len(self.ops)}")
+        codes = bytes(op for op, _ in self.ops).ljust(MAX_STAGES, b"\0")
+        args = [arg for _, arg in self.ops] + [0] * (MAX_STAGES - len(self.ops))
+        return FUSED.pack(self.next_key, len(self.ops), codes, *args)
 
 
 @dataclass

@@ -51,11 +51,12 @@ def pin_root(root):
 
 
 def config(window: int, extra: list[tuple[str, dict]] = ()) -> Config:
-    """xdp on lo: [*extra, set_recv_win(window), count]; tc-ingress on lo: [count, count]."""
+    """xdp on lo: [*extra, set_recv_win(window), tcp_opt_del(kind 253)] -- two instances
+    (tcp_opt_del is not fused); tc-ingress on lo: [count, count] -- one fused instance."""
     acts = ActionChain()
     for name, params in extra:
         acts.add(name, **params)
-    acts.add("set_recv_win", window=window).add("count")
+    acts.add("set_recv_win", window=window).add("tcp_opt_del", kind=253)
     cfg = (Config().hook("x", interface="lo", type="xdp", mode="generic")
            .hook("t", interface="lo", type="tc-ingress"))
     cfg.add(PolicyChain(actions=acts), name="win", hook="x")
@@ -115,17 +116,17 @@ def test_instances_reused_collected_rolled_back_and_detached(lo_ns, pin_root, tm
     with enter(lo_ns):
         assert apply(config(100)).changed
         x1, t1 = instances(pin_root, "xdp"), instances(pin_root, "tc")
-        assert (len(x1), len(t1)) == (2, 2)
+        assert (len(x1), len(t1)) == (2, 1)
         # same configuration: nothing loaded, nothing moved
         assert not apply(config(100)).changed
         assert (instances(pin_root, "xdp"), instances(pin_root, "tc")) == (x1, t1)
-        # a new window: one new set_recv_win instance; count (xdp) and all of tc kept
+        # a new window: one new set_recv_win instance; tcp_opt_del (xdp) and tc kept
         apply(config(200))
         x2 = instances(pin_root, "xdp")
         assert len(x2) == 3 and set(x1.items()) < set(x2.items())
         assert instances(pin_root, "tc") == t1
-        # a failed apply (verifier rejection after a new instance was loaded) changes
-        # nothing: no pin, no prog-array entry
+        # a failed apply (verifier rejection after a new instance -- the fused
+        # set_recv_win pair -- was loaded) changes nothing: no pin, no prog-array entry
         tree = pin_tree(pin_root)
         with pytest.raises(StageLoadError, match="badact"):
             apply(config(300, [("badact", {}), ("set_recv_win", {"window": 999})]))

@@ -38,7 +38,10 @@ def generated_checks() -> str:
               "EMPTCP_PORT_TABLES_PER_GEN": abi.PORT_TABLES_PER_GEN,
               "EMPTCP_HOOK_SLOTS": abi.HOOK_SLOTS,
               "EMPTCP_INSTANCE_BASE": abi.INSTANCE_BASE, "EMPTCP_MAX_INSTANCES": abi.MAX_INSTANCES,
-              "EMPTCP_PROG_ARRAY_SIZE": abi.PROG_ARRAY_SIZE}
+              "EMPTCP_PROG_ARRAY_SIZE": abi.PROG_ARRAY_SIZE,
+              "EMPTCP_OP_COUNT": abi.OP_COUNT, "EMPTCP_OP_SET_RECV_WIN": abi.OP_SET_RECV_WIN,
+              "EMPTCP_OP_DROP": abi.OP_DROP, "EMPTCP_OP_PASS": abi.OP_PASS,
+              "EMPTCP_OP_REDIRECT": abi.OP_REDIRECT}
     from emptcp.chain.sets import DIM_NUMBERS
     for dim, n in DIM_NUMBERS.items():
         consts[f"EMPTCP_DIM_{dim.upper()}"] = n

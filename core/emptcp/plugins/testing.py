@@ -39,12 +39,16 @@ class ChainHarness:
         the plugin does not need to be installed.
     :param builtins: names of built-in stages to load too (``"count"``,
         ``"drop"``, ``"pass"``, ``"service"``, ...; see ``emptcp plugins``).
+    :param fuse: run consecutive built-in actions as one fused program, as
+        ``emptcp apply`` does (False: one program per action).
     """
 
-    def __init__(self, specs: Iterable[StageSpec] = (), builtins: Iterable[str] = ("drop", "pass", "count")) -> None:
+    def __init__(self, specs: Iterable[StageSpec] = (), builtins: Iterable[str] = ("drop", "pass", "count"),
+                 fuse: bool = True) -> None:
         from ..runtime.datapath import Datapath
         from .builtin import builtin_specs
         self.dp = Datapath(builtin_object("entry"))
+        self.dp.fuse = fuse
         known = {s.name: s for s in builtin_specs() if s.name in set(builtins)}
         known.update({s.name: s for s in specs})
         self.specs = known

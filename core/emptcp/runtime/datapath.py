@@ -19,7 +19,8 @@ from ..bpf.pinning import ObjectDescription, open_object
 from ..bpf.programs import Program
 from ..chain.compiler import HookPolicies
 from .generation import GenerationWriter, Written
-from .instances import ActionSource, InstancePlan, install_instances, merge, plan_instances, sweep
+from .instances import (FUSED, ActionSource, InstancePlan, fused_source, install_instances,
+                        merge, plan_instances, sweep)
 
 __all__ = ["Datapath"]
 
@@ -39,7 +40,10 @@ class Datapath:
         self.objects: list[Object] = []
         self.stages: dict[tuple[str, str], Program] = {}     # (stage, "xdp"|"tc") -> program
         #: (stage, "xdp"|"tc") -> where its program comes from (action instances load it)
-        self.sources: dict[tuple[str, str], ActionSource] = {}
+        self.sources: dict[tuple[str, str], ActionSource] = {
+            (FUSED, t): fused_source(t) for t in ("xdp", "tc")}
+        #: runs of built-in actions as fused instances (False: one instance per action)
+        self.fuse = True
         #: generation -> its action instances (InstancePlan.first/instances)
         self.plans: dict[int, InstancePlan] = {}
         entry = self.load_object(entry_obj, maps=maps or {})
@@ -96,7 +100,7 @@ class Datapath:
         instances are loaded as needed, and those no written generation uses freed."""
         hooks = list(hooks)
         known = merge(p.keys() for p in self.plans.values())
-        plan = plan_instances(hooks, self.sources, known)
+        plan = plan_instances(hooks, self.sources, known, fuse=self.fuse)
         install_instances(plan, self.maps, known)
         self.writer.clear(gen, self._written.get(gen), programs=False)
         self._written[gen] = self.writer.write(gen, hooks, {(t, n): s for (n, t), s in slots.items()},

@@ -193,10 +193,7 @@ class Engine:
             hooks = self._hook_policies(resolved, hook_ids, carry)
             plan = instances.plan_instances(hooks, self._action_sources(objects, hashes), known)
             new_instances += instances.install_instances(
-                plan, writer.maps, known,
-                lambda inst: stage_context(resolved, inst.source.path,
-                                           [(inst.htype, s) for t, s in objects[inst.source.path]
-                                            if s.name == inst.stage]))
+                plan, writer.maps, known, lambda inst: _instance_context(resolved, objects, inst))
             self._progress("tables")
             written = writer.write(gen, hooks, slots, plan.first).as_dict()
             stage_objects = {f"{t}:{st.name}": path for path, uses in objects.items()
@@ -329,8 +326,10 @@ class Engine:
     @staticmethod
     def _action_sources(objects: dict[str, list[tuple[str, StageSpec]]],
                         hashes: dict[str, str]) -> dict[tuple[str, str], instances.ActionSource]:
-        return {(st.name, t): instances.ActionSource(path, st.programs[t], hashes[path])
-                for path, uses in objects.items() for t, st in uses if st.kind == "action"}
+        out = {(st.name, t): instances.ActionSource(path, st.programs[t], hashes[path])
+               for path, uses in objects.items() for t, st in uses if st.kind == "action"}
+        out.update({(instances.FUSED, t): instances.fused_source(t) for t in ("xdp", "tc")})
+        return out
 
     def _generation_instances(self) -> list[dict[str, Any]]:
         """The action instance tables of every generation description pinned now."""
@@ -724,6 +723,18 @@ class StageLoadError(EmptcpError):
         super().__init__(message)
         self.cause = cause
         self.log = getattr(cause, "log", "")
+
+
+def _instance_context(resolved: Resolved, objects: dict[str, list[tuple[str, StageSpec]]],
+                      inst: "instances.InstanceSpec"):
+    """The error context of loading an action instance: its stage's, or for a fused
+    instance (a run of built-in actions, "count+set_recv_win") the first stage's."""
+    names = inst.stage.split("+")
+    for path, uses in objects.items():
+        mine = [(inst.htype, s) for t, s in uses if s.name == names[0]]
+        if mine and (len(names) > 1 or path == inst.source.path):
+            return stage_context(resolved, path, mine)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -23,7 +23,9 @@ no generation refers to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Iterable, Mapping
 
@@ -34,7 +36,8 @@ from ..chain.compiler import HookPolicies, action_constants, hook_type
 from ..errors import EmptcpError, NotFoundError
 from .generation import PROG_ARRAYS
 
-__all__ = ["ActionSource", "InstanceSpec", "InstancePlan", "plan_instances",
+__all__ = ["ActionSource", "InstanceSpec", "InstancePlan", "plan_instances", "FUSED",
+           "fusable", "fused_source",
            "install_instances", "remove", "sweep", "merge", "Keys"]
 
 #: program type -> {digest: instance number}, what a generation's description stores
@@ -56,7 +59,7 @@ class InstanceSpec:
     number: int              # prog-array key = abi.instance_key(number)
     stage: str
     source: ActionSource
-    consts: abi.Instance     # the .rodata it is loaded with
+    consts: abi.Instance | abi.Fused     # the .rodata it is loaded with
 
     @property
     def key(self) -> int:
@@ -83,10 +86,13 @@ def _digest(src: ActionSource, consts: abi.Instance, successor: str) -> str:
 
 def plan_instances(hooks: Iterable[HookPolicies],
                    sources: Mapping[tuple[str, str], ActionSource],
-                   known: Keys | None = None) -> InstancePlan:
+                   known: Keys | None = None, fuse: bool = True) -> InstancePlan:
     """Name, number and parametrise every action instance ``hooks`` need.
 
-    ``sources`` maps (stage name, "xdp"|"tc") to the action's program; ``known``
+    ``sources`` maps (stage name, "xdp"|"tc") to the action's program, and
+    (FUSED, "xdp"|"tc") to the fused program: with it (and ``fuse``), every run of
+    two or more consecutive built-in actions it can run becomes one fused instance
+    (:func:`fusable`). ``known``
     holds the instances committed generations use (digest -> number): those keep
     their number, new ones get a number no generation uses. First actions take the
     lowest numbers (the entry's switch covers ENTER_CASES of them with direct jumps),
@@ -103,17 +109,19 @@ def plan_instances(hooks: Iterable[HookPolicies],
     for h in hooks:
         htype = hook_type(h.kind)
         mine = nodes.setdefault(htype, {})
+        fused = sources.get((FUSED, htype)) if fuse else None
         for pi, pol in enumerate(h.policies):
             succ = ""
-            for si in reversed(range(len(pol.actions))):
-                ref = pol.actions[si]
+            steps = []      # (stage label, source, constants), first action first
+            for si, ref in enumerate(pol.actions):
                 where = f"hook {h.hook_id} policy {pi} act {si} ({ref.name})"
                 src = sources.get((ref.name, htype))
                 if src is None:
                     raise ValueError(f"{where}: no {htype} program for action {ref.name!r}")
-                consts = action_constants(where, ref)
+                steps.append((ref.name, src, action_constants(where, ref)))
+            for stage, src, consts in reversed(_fuse(steps, htype, fused) if fused else steps):
                 digest = _digest(src, consts, succ)
-                mine.setdefault(digest, (ref.name, src, consts, succ))
+                mine.setdefault(digest, (stage, src, consts, succ))
                 succ = digest
             if pol.actions:
                 starts.setdefault(htype, set()).add(succ)
@@ -134,6 +142,72 @@ def plan_instances(hooks: Iterable[HookPolicies],
             out[d] = InstanceSpec(htype, d, numbers[d], stage, src, replace(consts, next_key=next_key))
     plan.first = {hp: plan.instances[t][d].key for hp, (t, d) in first.items()}
     return plan
+
+
+#: the key of the fused program in the ``sources`` of :func:`plan_instances`
+FUSED = "@fused"
+
+#: built-in actions a fused instance runs: name -> (operation, operand from the constants)
+_OPS: dict[str, tuple[int, Callable[[abi.Instance], int]]] = {
+    "count": (abi.OP_COUNT, lambda c: 0),
+    "set_recv_win": (abi.OP_SET_RECV_WIN,
+                     lambda c: int.from_bytes(c.blob[:2], "little") if c.ref else c.imm),
+    "drop": (abi.OP_DROP, lambda c: 0),
+    "pass": (abi.OP_PASS, lambda c: 0),
+    "redirect": (abi.OP_REDIRECT,
+                 lambda c: int.from_bytes(c.blob[:4], "little") if c.ref else c.imm),
+}
+
+
+def fusable(stage: str, src: ActionSource, htype: str) -> bool:
+    """Whether the fused program can run this action: one of the built-in actions
+    it knows, from emptcp's own object (a plugin's stage of the same name is not)."""
+    from .. import builtin_object
+    return (stage in _OPS and src.program == f"emptcp_{stage}_{htype}"
+            and os.path.realpath(src.path) == os.path.realpath(builtin_object(stage)))
+
+
+def _fuse(steps: list[tuple[str, ActionSource, abi.Instance]], htype: str,
+          fused: ActionSource) -> list[tuple[str, ActionSource, "abi.Instance | abi.Fused"]]:
+    """``steps`` with every run of two or more fusable actions as one fused step."""
+    out: list = []
+    run: list[tuple[str, ActionSource, abi.Instance]] = []
+
+    def flush() -> None:
+        if len(run) >= 2:
+            out.append(("+".join(st for st, _, _ in run), fused,
+                        abi.Fused(ops=tuple((_OPS[st][0], _OPS[st][1](c)) for st, _, c in run))))
+        else:
+            out.extend(run)
+        run.clear()
+
+    for step in steps:
+        if fusable(step[0], step[1], htype):
+            run.append(step)
+        else:
+            flush()
+            out.append(step)
+    flush()
+    return out
+
+
+def fused_source(htype: str) -> ActionSource:
+    """The fused program of ``htype`` ("xdp"|"tc"), for the ``sources`` of
+    :func:`plan_instances` under (FUSED, htype)."""
+    from .. import builtin_object
+    path = builtin_object("fused")
+    return ActionSource(path, f"emptcp_fused_{htype}", _file_sha256(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    st = os.stat(path)
+    return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
 
 #: first actions the entry reaches with a direct jump (EMPTCP_ENTER_CASES in emptcp_chain.h)
@@ -170,7 +244,7 @@ def install_instances(plan: InstancePlan, maps: Mapping[str, Map], known: Keys |
                 with (context(inst) if context else contextlib.nullcontext()):
                     obj, _ = open_object(ObjectDescription(inst.source.path), maps=maps,
                                          autoload=[inst.source.program],
-                                         consts={abi.INSTANCE_VAR: inst.consts.pack()})
+                                         consts={inst.consts.var: inst.consts.pack()})
                 with obj:
                     table.put(_u32(inst.key), _u32(obj.programs[inst.source.program].fd))
                 written.append((htype, inst.key))
