@@ -31,6 +31,15 @@ from .helpers import ACT, apply, run, stat, tcp4
 KINDS = [("xdp", HOOK_XDP, XDP_PASS), ("tc-ingress", HOOK_TC_IN, TC_NEXT)]
 
 
+@pytest.fixture
+def unfused(dp):
+    """The data path with one instance per action (no fused runs of built-in actions):
+    what these tests check is how instances are shared (test_fused.py: fused runs)."""
+    dp.fuse = False
+    yield dp
+    dp.fuse = True
+
+
 def marker(n: int) -> bytes:
     """An experimental TCP option (kind 253) carrying ``n``: which action added it."""
     return bytes([253, 4, n, n])
@@ -119,7 +128,8 @@ def test_shared_suffix_does_not_cross_count(dp, kind, hook, undecided):
     assert dp.hook_stats(hook)["missed_tail_calls"] == 0
 
 
-def test_hooks_sharing_instances_count_apart(dp):
+def test_hooks_sharing_instances_count_apart(unfused):
+    dp = unfused
     """tc-ingress and tc-egress run the same instances (one TC prog array); counters
     stay per hook."""
     chain = [PolicySpec([], [StageRef("count"), StageRef("count")])]
@@ -178,9 +188,10 @@ def test_successor_tail_call_is_direct(dp, kind, hook, undecided):
     assert run(dp, kind, tcp4()).retval == undecided
 
 
-def test_instances_reused_then_freed(dp):
+def test_instances_reused_then_freed(unfused):
     """An unchanged chain keeps its loaded instances across generations; instances no
     written generation uses leave the prog array and the kernel."""
+    dp = unfused
     keep = PolicySpec([], [StageRef("count"), StageRef("count")])
     extra = PolicySpec([StageRef("service", encode_service([22]))], [add_opt(7), StageRef("count")])
     apply(dp, 1, [HookPolicies(HOOK_XDP, "xdp", [keep])])

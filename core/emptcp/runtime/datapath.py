@@ -40,10 +40,13 @@ class Datapath:
         self.objects: list[Object] = []
         self.stages: dict[tuple[str, str], Program] = {}     # (stage, "xdp"|"tc") -> program
         #: (stage, "xdp"|"tc") -> where its program comes from (action instances load it)
-        self.sources: dict[tuple[str, str], ActionSource] = {
-            (FUSED, t): fused_source(t) for t in ("xdp", "tc")}
-        #: runs of built-in actions as fused instances (False: one instance per action)
+        self.sources: dict[tuple[str, str], ActionSource] = {}
+        #: runs of built-in actions as fused instances (False: one instance per action):
+        #: the fused program of the entry's build (beside it), built-in actions from there
         self.fuse = True
+        fused = os.path.join(os.path.dirname(entry_obj), "fused.o")
+        if os.path.isfile(fused):
+            self.sources.update({(FUSED, t): fused_source(t, fused) for t in ("xdp", "tc")})
         #: generation -> its action instances (InstancePlan.first/instances)
         self.plans: dict[int, InstancePlan] = {}
         entry = self.load_object(entry_obj, maps=maps or {})

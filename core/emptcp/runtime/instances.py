@@ -159,12 +159,13 @@ _OPS: dict[str, tuple[int, Callable[[abi.Instance], int]]] = {
 }
 
 
-def fusable(stage: str, src: ActionSource, htype: str) -> bool:
+def fusable(stage: str, src: ActionSource, htype: str, fused: ActionSource) -> bool:
     """Whether the fused program can run this action: one of the built-in actions
-    it knows, from emptcp's own object (a plugin's stage of the same name is not)."""
-    from .. import builtin_object
+    it knows, from the same build as the fused program (its object sits beside
+    fused.o: a plugin's stage of the same name does not)."""
     return (stage in _OPS and src.program == f"emptcp_{stage}_{htype}"
-            and os.path.realpath(src.path) == os.path.realpath(builtin_object(stage)))
+            and os.path.realpath(src.path) == os.path.realpath(
+                os.path.join(os.path.dirname(fused.path), f"{stage}.o")))
 
 
 def _fuse(steps: list[tuple[str, ActionSource, abi.Instance]], htype: str,
@@ -182,7 +183,7 @@ def _fuse(steps: list[tuple[str, ActionSource, abi.Instance]], htype: str,
         run.clear()
 
     for step in steps:
-        if fusable(step[0], step[1], htype):
+        if fusable(step[0], step[1], htype, fused):
             run.append(step)
         else:
             flush()
@@ -191,11 +192,11 @@ def _fuse(steps: list[tuple[str, ActionSource, abi.Instance]], htype: str,
     return out
 
 
-def fused_source(htype: str) -> ActionSource:
-    """The fused program of ``htype`` ("xdp"|"tc"), for the ``sources`` of
-    :func:`plan_instances` under (FUSED, htype)."""
+def fused_source(htype: str, path: str | None = None) -> ActionSource:
+    """The fused program of ``htype`` ("xdp"|"tc") -- the installed one, or ``path`` --
+    for the ``sources`` of :func:`plan_instances` under (FUSED, htype)."""
     from .. import builtin_object
-    path = builtin_object("fused")
+    path = path or builtin_object("fused")
     return ActionSource(path, f"emptcp_fused_{htype}", _file_sha256(path))
 
 
