@@ -51,6 +51,37 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 """
 
 
+#: an XDP and a TC program sharing an object: each reaches its own subprograms (two
+#: levels for TC); the skb helpers of the TC side are not the XDP program's
+TWO_SIDES = r"""
+#include "emptcp.h"
+static __attribute__((noinline)) int tc_inner(struct __sk_buff *skb)
+{
+	__u8 b = 0;
+	return bpf_skb_load_bytes(skb, 0, &b, 1);
+}
+static __attribute__((noinline)) int tc_outer(struct __sk_buff *skb)
+{
+	__u8 b = 1;
+	return bpf_skb_store_bytes(skb, 0, &b, 1, 0) + tc_inner(skb);
+}
+static __attribute__((noinline)) int xdp_side(struct xdp_md *ctx)
+{
+	return bpf_xdp_adjust_tail(ctx, 0);
+}
+SEC("xdp")
+int emptcp_sides_xdp(struct xdp_md *ctx)
+{
+	return xdp_side(ctx) ? XDP_DROP : XDP_PASS;
+}
+SEC("tc")
+int emptcp_sides_tc(struct __sk_buff *skb)
+{
+	return tc_outer(skb) ? TC_ACT_SHOT : TC_ACT_OK;
+}
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+"""
+
 _BUILT: dict[str, str] = {}
 
 
@@ -95,6 +126,18 @@ def test_program_calls_reads_helpers_and_kfuncs(tmp_path):
     assert "bpf_dynptr_from_xdp" in externs
     with pytest.raises(ValueError, match="no program function"):
         features.program_calls(obj, "nope")
+
+
+def test_program_calls_follows_only_the_programs_own_subprograms(tmp_path):
+    """Seen on 6.1: an XDP program was charged with the skb helpers of TC subprograms
+    in the same object's .text (the kernel's probe refuses those to XDP), so every
+    emptcp-mptcp XDP stage was reported as needing helpers it never calls."""
+    obj = _compile(tmp_path, "sides", TWO_SIDES)
+    skb_store, skb_load, adjust_tail = 9, 26, 65
+    xdp, _ = features.program_calls(obj, "emptcp_sides_xdp")
+    tc, _ = features.program_calls(obj, "emptcp_sides_tc")
+    assert adjust_tail in xdp and not {skb_store, skb_load} & xdp, xdp
+    assert {skb_store, skb_load} <= tc and adjust_tail not in tc, tc
 
 
 def test_missing_names_the_feature_and_the_first_kernel(tmp_path):

@@ -85,6 +85,8 @@ _SHT_SYMTAB = 2
 _STT_FUNC = 2
 _BPF_CALL = 0x85                     # BPF_JMP | BPF_CALL
 _PSEUDO_NONE = 0                     # src_reg 0: a helper call, imm = helper id
+_PSEUDO_CALL = 1                     # src_reg 1: a call of a subprogram (BPF-to-BPF)
+_SHT_REL = 9
 
 
 @dataclass(frozen=True)
@@ -145,27 +147,59 @@ def _helper_ids(code: bytes) -> set[int]:
     return ids
 
 
+def _subprogram_calls(code: bytes) -> list[tuple[int, int]]:
+    """(byte offset, imm) of every BPF-to-BPF call in ``code``."""
+    return [(off, struct.unpack_from("<i", code, off + 4)[0])
+            for off in range(0, len(code) - 7, 8)
+            if code[off] == _BPF_CALL and (code[off + 1] >> 4) == _PSEUDO_CALL]
+
+
 def program_calls(obj_path: str, program: str) -> tuple[set[int], set[str]]:
     """(helper ids, external symbols) that ``program`` of the object may use: the helper
-    calls of its function and of ``.text`` (subprograms), and the object's undefined
-    symbols (kfuncs, ksyms; libbpf's own ``CONFIG_*``/``LINUX_*`` externs left out)."""
+    calls of its function and of the subprograms it reaches (BPF-to-BPF calls followed
+    through the relocations, as libbpf links them: not every function of ``.text`` --
+    an XDP program must not be charged with the skb helpers of a TC-only subprogram),
+    and the object's undefined symbols (kfuncs, ksyms; libbpf's own
+    ``CONFIG_*``/``LINUX_*`` externs left out)."""
     with open(obj_path, "rb") as f:
         elf = _Elf(f.read())
-    helpers: set[int] = set()
-    externs = set()
-    found = False
-    for name, info, shndx, value, size in elf.symbols():
-        if shndx == 0 and name and (info >> 4) in (1, 2) and \
-                not name.startswith(("CONFIG_", "LINUX_")):
-            externs.add(name)
-        elif name == program and (info & 0xF) == _STT_FUNC and 0 < shndx < len(elf.sections):
-            helpers |= _helper_ids(elf.body(shndx, value, size))
-            found = True
-    if not found:
+    symbols = elf.symbols()
+    externs = {name for name, info, shndx, _v, _s in symbols
+               if shndx == 0 and name and (info >> 4) in (1, 2)
+               and not name.startswith(("CONFIG_", "LINUX_"))}
+    funcs = {(shndx, value): size for _n, info, shndx, value, size in symbols
+             if (info & 0xF) == _STT_FUNC}
+    start = next(((shndx, value, size) for name, info, shndx, value, size in symbols
+                  if name == program and (info & 0xF) == _STT_FUNC
+                  and 0 < shndx < len(elf.sections)), None)
+    if start is None:
         raise ValueError(f"{obj_path}: no program function '{program}'")
-    for idx, (sec, name) in enumerate(zip(elf.sections, elf.names)):
-        if name == ".text" and sec[2] & _SHF_EXECINSTR:
-            helpers |= _helper_ids(elf.body(idx))
+    relocs: dict[tuple[int, int], int] = {}       # (section, offset) -> symbol index
+    for sec in elf.sections:
+        if sec[1] == _SHT_REL:
+            for off in range(sec[4], sec[4] + sec[5], 16):
+                r_offset, r_info = struct.unpack_from("<QQ", elf.data, off)
+                relocs[(sec[7], r_offset)] = r_info >> 32
+    helpers: set[int] = set()
+    todo, seen = [start], set()
+    while todo:
+        shndx, value, size = todo.pop()
+        if (shndx, value) in seen or not 0 < shndx < len(elf.sections):
+            continue
+        seen.add((shndx, value))
+        code = elf.body(shndx, value, size)
+        helpers |= _helper_ids(code)
+        for off, imm in _subprogram_calls(code):
+            sym = relocs.get((shndx, value + off))
+            # the callee's instruction: symbol value / 8 + imm + 1 (relocated call), else
+            # relative to the call itself
+            tsec, base = (symbols[sym][2], symbols[sym][3]) if sym is not None \
+                else (shndx, value + off)
+            target = base + (imm + 1) * 8
+            if not 0 < tsec < len(elf.sections):
+                continue
+            tsize = funcs.get((tsec, target)) or elf.sections[tsec][5] - target
+            todo.append((tsec, target, tsize))
     return helpers, externs
 
 
