@@ -40,4 +40,8 @@ static __always_inline void emptcp_op_set_recv_win_tc(struct __sk_buff *skb, __u
 	bpf_l4_csum_replace(skb, p.l4_off + offsetof(struct tcphdr, check), old, win, 2);
 }
 
+#define emptcp_op_set_recv_win(ctx, window) \
+	_Generic((ctx), struct xdp_md *: emptcp_op_set_recv_win_xdp, \
+		 struct __sk_buff *: emptcp_op_set_recv_win_tc)(ctx, window)
+
 #endif /* EMPTCP_OPS_H */

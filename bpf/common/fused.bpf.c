@@ -41,6 +41,32 @@ static __always_inline __u32 emptcp_fused_next_word(__u32 w0)
 	return w0 + ((__u32)emptcp_fused.n << EMPTCP_W0_CUR_SHIFT);
 }
 
+/* the run's operations, in order, each counted on its own position; a terminal
+ * one returns its verdict (XDP or TC, by the type of ctx).  Unrolled: each
+ * position reads its own constants, so the verifier follows one case each */
+#define EMPTCP_FUSED_RUN(ctx, base, stage, len) \
+	_Pragma("unroll") \
+	for (i = 0; i < EMPTCP_MAX_STAGES; i++) { \
+		if (i >= emptcp_fused.n) \
+			break; \
+		emptcp_fused_count(base, (stage) + i, len); \
+		switch (emptcp_fused.ops[i]) { \
+		case EMPTCP_OP_SET_RECV_WIN: \
+			emptcp_op_set_recv_win(ctx, emptcp_fused.args[i]); \
+			break; \
+		case EMPTCP_OP_DROP: \
+			return EMPTCP_DROP(ctx); \
+		case EMPTCP_OP_PASS: \
+			return EMPTCP_PASS(ctx); \
+		case EMPTCP_OP_REDIRECT: \
+			if (emptcp_fused.args[i]) \
+				return bpf_redirect(emptcp_fused.args[i], 0); \
+			break; \
+		default:	/* count: the counters above */ \
+			break; \
+		} \
+	}
+
 SEC("xdp")
 int emptcp_fused_xdp(struct xdp_md *ctx)
 {
@@ -61,27 +87,7 @@ int emptcp_fused_xdp(struct xdp_md *ctx)
 	base = emptcp_fused_base(w0);
 	stage = w0 >> EMPTCP_W0_CUR_SHIFT;
 	len = ctx->data_end - ctx->data;	/* none of the operations resizes */
-#pragma unroll
-	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
-		if (i >= emptcp_fused.n)
-			break;
-		emptcp_fused_count(base, stage + i, len);
-		switch (emptcp_fused.ops[i]) {
-		case EMPTCP_OP_SET_RECV_WIN:
-			emptcp_op_set_recv_win_xdp(ctx, emptcp_fused.args[i]);
-			break;
-		case EMPTCP_OP_DROP:
-			return XDP_DROP;
-		case EMPTCP_OP_PASS:
-			return XDP_PASS;
-		case EMPTCP_OP_REDIRECT:
-			if (emptcp_fused.args[i])
-				return bpf_redirect(emptcp_fused.args[i], 0);
-			break;
-		default:	/* count: the stage counters above */
-			break;
-		}
-	}
+	EMPTCP_FUSED_RUN(ctx, base, stage, len);
 	if (emptcp_fused.next_key == 0)
 		return XDP_PASS;	/* end of the chain: no verdict */
 	w0 = emptcp_fused_next_word(w0);
@@ -112,27 +118,7 @@ int emptcp_fused_tc(struct __sk_buff *skb)
 	base = emptcp_fused_base(w0);
 	stage = w0 >> EMPTCP_W0_CUR_SHIFT;
 	len = skb->len;
-#pragma unroll
-	for (i = 0; i < EMPTCP_MAX_STAGES; i++) {
-		if (i >= emptcp_fused.n)
-			break;
-		emptcp_fused_count(base, stage + i, len);
-		switch (emptcp_fused.ops[i]) {
-		case EMPTCP_OP_SET_RECV_WIN:
-			emptcp_op_set_recv_win_tc(skb, emptcp_fused.args[i]);
-			break;
-		case EMPTCP_OP_DROP:
-			return TC_ACT_SHOT;
-		case EMPTCP_OP_PASS:
-			return TC_ACT_OK;
-		case EMPTCP_OP_REDIRECT:
-			if (emptcp_fused.args[i])
-				return bpf_redirect(emptcp_fused.args[i], 0);
-			break;
-		default:
-			break;
-		}
-	}
+	EMPTCP_FUSED_RUN(skb, base, stage, len);
 	if (emptcp_fused.next_key == 0)
 		return TC_ACT_UNSPEC;	/* end of the chain: no decision */
 	w0 = emptcp_fused_next_word(w0);
