@@ -136,6 +136,11 @@ def test_example(host: Host, name: str) -> None:
     assert tc == {f"{x['interface']}/{x['type']}": 1 for x in st["hooks"] if x["type"] != "xdp"}
     for x in st["hooks"]:                                     # status says how, truthfully
         assert x["attached"]["mode"] == ("xdp" if x["type"] == "xdp" else tc_mode()), x
+    text = host.ok("status").stdout                           # ... and why, in the text
+    if tc_mode() == "cls_bpf" and n_xdp < len(st["hooks"]):
+        from emptcp.runtime.tcattach import tcx_supported
+        why = "this kernel has no TCX" if not tcx_supported() else "EMPTCP_TC_ATTACH=cls_bpf"
+        assert "cls_bpf filter" in text and why in text, text
     CHECKS[name](host)
     host.detach_all()
     host.assert_clean(prog_ids)

@@ -188,8 +188,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not a:
             att = "NOT ATTACHED"
         elif a.get("mode") == "cls_bpf":
+            from ..runtime import tcattach
+            why = ("this kernel has no TCX" if not tcattach.tcx_supported()
+                   else f"{tcattach.ENV}=cls_bpf when applied")
             att = (f"cls_bpf filter handle {a['handle']:#x} priority {a['priority']} "
-                   f"(prog {a['prog_id']}; this kernel has no TCX)")
+                   f"(prog {a['prog_id']}; {why})")
         else:
             att = f"{a.get('mode', 'link')} link {a['link_id']}"
         tcx = (h["attached"] or {}).get("tcx")
