@@ -60,14 +60,20 @@ def _on_signal(signum, frame):
 
 
 def mptcp_info(sock: socket.socket) -> dict:
-    """MPTCP facts of a connected socket: is_mptcp (TCP_IS_MPTCP), fallback, subflows, token."""
-    d = {"is_mptcp": False, "fallback": None}
+    """MPTCP facts of a connected socket: is_mptcp (TCP_IS_MPTCP), fallback, subflows, token.
+
+    Linux 6.1 answers TCP_IS_MPTCP on an MPTCP socket with EOPNOTSUPP (seen in the kernel
+    matrix); there, whether the connection is MPTCP comes from MPTCP_INFO (5.16+): answered
+    and without the fallback flag."""
+    d: dict = {"is_mptcp": False, "fallback": None}
     try:
         d["is_mptcp"] = bool(struct.unpack("i", sock.getsockopt(socket.SOL_TCP, TCP_IS_MPTCP, 4))[0])
     except OSError as e:
         d["tcp_is_mptcp_error"] = e.strerror
+        d["is_mptcp"] = None            # unknown: decided by MPTCP_INFO below
     if sock.proto != IPPROTO_MPTCP:
         d["fallback"] = None
+        d["is_mptcp"] = bool(d["is_mptcp"])
         return d
     try:
         raw = sock.getsockopt(SOL_MPTCP, MPTCP_INFO, 256)
@@ -83,6 +89,8 @@ def mptcp_info(sock: socket.socket) -> dict:
         # fallback sockets forward SOL_MPTCP to TCP on some kernels -> EOPNOTSUPP
         d["mptcp_info_error"] = e.strerror
         d["fallback"] = True
+    if d["is_mptcp"] is None:
+        d["is_mptcp"] = d["fallback"] is False
     if not d["is_mptcp"]:
         d["fallback"] = True
     return d

@@ -207,12 +207,20 @@ class Engine:
                    "pin_root": self.pins.root, "tc_attach": tc_attach}
             write_meta(self.pins.gen(gen), doc)
             created.append(self.pins.gen(gen))
+            # counters of new or changed policy positions start at zero *before* packets
+            # run the new policy: zeroed later, its first packets (a backup flag's
+            # MP_PRIO, say) would be lost. A first apply writes generation 0, which is
+            # already the active one, so its packets run it as soon as a hook is attached
+            # (seen under emulation: the whole effect happened during a 25 s apply and was
+            # then zeroed): zero before attaching. Otherwise the running generation keeps
+            # counting until the flip: zero just before it; nothing else may fail between
+            # there and the flip.
+            if old is None:
+                self._reset_stats(writer, old, resolved, hook_ids)
             self._progress("attach")
             self._attach(resolved, entry, attached, old, moved)
-            # counters of new or changed policy positions start at zero *before* the flip:
-            # zeroed after it, the first packets of the new policy (a backup flag's
-            # MP_PRIO, say) would be lost; nothing else may fail between here and the flip
-            self._reset_stats(writer, old, resolved, hook_ids)
+            if old is not None:
+                self._reset_stats(writer, old, resolved, hook_ids)
             self._progress("flip")
             writer.flip(gen)
         except BaseException:
