@@ -87,8 +87,9 @@ class SsEntry:
 
 
 def ss(ns: Optional[str], extra: str = "") -> List[SsEntry]:
-    """Parse ``ss -tinHM`` (TCP incl. MPTCP subflows, plus MPTCP sockets) in ``ns``."""
-    txt = out(ns, f"ss -tinHM {extra}")
+    """Parse ``ss -tinHM`` (TCP incl. MPTCP subflows, plus MPTCP sockets) in ``ns``;
+    ``extra``: more arguments (a filter), split on whitespace. Run without a shell."""
+    txt = out(ns, ["ss", "-tinHM", *extra.split()])
     entries: List[SsEntry] = []
     cur: Optional[SsEntry] = None
     for line in txt.splitlines():
