@@ -12,6 +12,11 @@ import os
 
 __version__ = "0.1.0"
 
+#: where everything emptcp owns is pinned unless --pin-root / EMPTCP_PIN_ROOT says otherwise
+#: (defined here, not in :mod:`emptcp.abi`: the CLI shows it in ``--help`` without
+#: importing the ABI mirror and its dataclasses)
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
+
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 

@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 
 ABI_VERSION = 2
 
-#: where everything emptcp owns is pinned unless --pin-root / EMPTCP_PIN_ROOT says otherwise
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/emptcp"
-
 MAX_GEN = 4
 MAX_HOOKS = 32
 MAX_POLICIES = 128

@@ -13,13 +13,14 @@ batches (:class:`emptcp.runtime.flows.Flows`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Iterable, Iterator
 
-from ..abi import DEFAULT_PIN_ROOT
-from ..chain.sets import format_entry, parse_entry
+from .. import DEFAULT_PIN_ROOT
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Iterator
 
 __all__ = ["COMMAND_NAMES", "add_parsers", "cmd_flow"]
 
@@ -80,6 +81,7 @@ def _lines(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 
 def _parsed(stage: str, lines: Iterable[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    from ..chain.sets import parse_entry
     from ..errors import ConfigError
     for where, text in lines:
         try:
@@ -100,6 +102,8 @@ def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
+    import json
+    from ..chain.sets import format_entry
     from ..errors import ConfigError
     from ..runtime.flows import Flows
     flows = Flows(args.pin_root)

@@ -1,20 +1,24 @@
-"""The ``emptcp`` command line (also ``python -m emptcp``)."""
+"""The ``emptcp`` command line (also ``python -m emptcp``).
+
+Start-up is kept short (``emptcp --help``, ``emptcp status``): this module and the
+command modules it builds the parser from import only argparse at the top; a command
+imports what it needs when it runs, and plugins are discovered only for the commands
+that need them. ``tests/cli/test_startup.py`` holds that.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
 import os
-import signal
 import sys
 import time
-from typing import Any, Callable
 
 from . import flow_commands, operations, plugin_commands
-from .. import __version__
-from ..abi import DEFAULT_PIN_ROOT
+from .. import DEFAULT_PIN_ROOT, __version__
 from ..errors import ConfigError, EmptcpError, PluginError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -129,6 +133,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     operations.add_parsers(sub)
     flow_commands.add_parsers(sub)
     if with_plugins:
+        import logging
         try:
             for err in plugin_manager().add_commands(sub):
                 logging.getLogger("emptcp").warning("%s", err)
@@ -145,6 +150,7 @@ def _command_of(argv: list[str]) -> str | None:
 
 # ---- commands ----------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
+    import json
     from ..runtime.api import apply
     result = apply(args.file, args.pin_root, dry_run=dry_run or args.dry_run,
                    plugins=plugin_manager())
@@ -166,9 +172,10 @@ def cmd_apply(args: argparse.Namespace, dry_run: bool = False) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..runtime.engine import Engine   # reading needs no configuration layer
+    import json
+    from ..runtime.status import StatusReader   # reading needs no apply machinery
     from ..mptcp.status import format_text, policy_connections
-    st = Engine(args.pin_root).status()
+    st = StatusReader(args.pin_root).status()
     st["mptcp"] = policy_connections(st)   # read from the kernel, this namespace
     if args.json:
         print(json.dumps(st, indent=2))
@@ -258,11 +265,12 @@ def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[],
     and hand them to ``handle`` until ``stop()`` (checked after every event too).
     With ``mptcp`` (an :class:`emptcp.mptcp.events.MptcpEventMonitor`), its events go
     to ``handle_mptcp`` in the same loop, in the order they arrive."""
+    import dataclasses
     from ..bpf.buffers import RingBuffer
-    from ..runtime.engine import Engine
+    from ..runtime.status import StatusReader
     from ..runtime.events import decode as decode_event
     from ..bpf.maps import Map
-    engine = Engine(pin_root)
+    reader = StatusReader(pin_root)
     names: dict[int, tuple[str, list[str]]] = {}  # hook id -> (hook name, policy names)
 
     def on_record(raw: bytes) -> int:
@@ -270,7 +278,7 @@ def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[],
             return 0  # past --count/--timeout: the rest of this batch is not shown
         ev = decode_event(raw)
         if ev.hook_id not in names:  # first sight, or a newer configuration: look again
-            state = engine.state()
+            state = reader.state()
             doc = state[1] if state else {"hook_ids": {}, "resolved": {"hooks": []}}
             for h in doc["resolved"]["hooks"]:
                 names[doc["hook_ids"][h["name"]]] = (h["name"], [p["name"] for p in h["policies"]])
@@ -278,7 +286,7 @@ def _event_loop(pin_root: str, handle: Callable[[Any], None], stop: Callable[[],
         policy = policies[ev.policy] if ev.policy < len(policies) else None
         handle(dataclasses.replace(ev, hook=hook, policy_name=policy))
         return 0
-    path = engine.pins.map("emptcp_events")
+    path = reader.pins.map("emptcp_events")
     with Map.from_pin(path) as ring, RingBuffer(ring, on_record) as rb:
         if mptcp is None:
             while not stop():
@@ -310,6 +318,7 @@ def _mptcp_event_loop(handle: Callable[[Any], None], stop: Callable[[], bool],
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    import json
     seen = 0
     deadline = time.monotonic() + args.timeout if args.timeout else None
 
@@ -335,6 +344,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
     from ..runtime.api import apply, detach
     from ..runtime.metrics import RunStats, parse_listen
     from ..runtime.watch import ConfigWatcher, file_digest
@@ -429,15 +440,16 @@ def main(argv: list[str] | None = None) -> int:
     command = _command_of(argv)
     parser = build_parser(with_plugins=command is not None and command not in CORE_COMMANDS)
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    import logging   # here: --help, usage errors and no command exit without it
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="emptcp: %(levelname)s: %(message)s")
     if args.verbose < 2:
         logging.getLogger("emptcp.bpf.libbpf").setLevel(logging.ERROR)
     if "emptcp.bpf.libbpf" in sys.modules:  # else it reads the level when first imported
         sys.modules["emptcp.bpf.libbpf"].sync_print_level()  # -vv: libbpf's debug lines
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
     fn = COMMANDS.get(args.command) or getattr(args, "func", None)
     if fn is None:
         parser.error(f"unknown command {args.command}")

@@ -8,17 +8,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import shutil
-import signal
-import threading
 import time
-from typing import Any, Callable
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __all__ = ["add_parsers", "cmd_exporter", "cmd_top", "start_metrics", "reloader"]
-
-log = logging.getLogger("emptcp.run")
 
 EXIT_OK = 0
 #: the exporter's default address (override with --listen)
@@ -59,7 +56,7 @@ COMMAND_NAMES = ("exporter", "top")
 
 
 def _pin_root_default() -> str:
-    from ..abi import DEFAULT_PIN_ROOT
+    from .. import DEFAULT_PIN_ROOT
     return os.environ.get("EMPTCP_PIN_ROOT", DEFAULT_PIN_ROOT)
 
 
@@ -108,6 +105,8 @@ def start_metrics(listen: str, pin_root: str, run_stats: Any = None) -> Any:
 
 def wait_for_signal(timeout: float = 0) -> None:
     """Block until SIGTERM/SIGINT (or ``timeout`` seconds)."""
+    import signal
+    import threading
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -131,9 +130,11 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 def reloader(path: str, pin_root: str, plugins: Any, run_stats: Any) -> Callable[[str], None]:
     """``reload(reason)`` for ``emptcp run``: re-apply ``path``, print what changed;
     a refused file is logged (file:line) and counted, the running generation stays."""
+    import logging
     from ..errors import ConfigError, EmptcpError, PluginError
     from ..runtime.api import apply
     from ..runtime.engine import Engine
+    log = logging.getLogger("emptcp.run")
 
     def running() -> str:
         state = Engine(pin_root).state()
@@ -195,15 +196,16 @@ def render_top(r: dict[str, Any], width: int = 80) -> list[str]:
 
 
 def _reading(pin_root: str) -> tuple[float, dict[str, Any]]:
-    from ..runtime.engine import Engine
+    from ..runtime.status import StatusReader
     t0 = time.monotonic()
-    st = Engine(pin_root).status()
+    st = StatusReader(pin_root).status()
     return (t0 + time.monotonic()) / 2, st
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     import json
     import select
+    import shutil
     import sys
     from ..errors import ConfigError
     from ..runtime.rates import rates

@@ -7,7 +7,6 @@ kernel error, 2 usage/config error).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -63,6 +62,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"emptcp plugins: {e}", file=sys.stderr)
         return EXIT_RUNTIME
     if getattr(args, "json", False):
+        import json
         out = [i.as_dict() for i in infos]
         for d in out:
             for st in d["stages"]:

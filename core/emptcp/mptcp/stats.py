@@ -87,8 +87,9 @@ class SsEntry:
 
 
 def ss(ns: Optional[str], extra: str = "") -> List[SsEntry]:
-    """Parse ``ss -tinHM`` (TCP incl. MPTCP subflows, plus MPTCP sockets) in ``ns``."""
-    txt = out(ns, f"ss -tinHM {extra}")
+    """Parse ``ss -tinHM`` (TCP incl. MPTCP subflows, plus MPTCP sockets) in ``ns``;
+    ``extra``: more arguments (a filter), split on whitespace. Run without a shell."""
+    txt = out(ns, ["ss", "-tinHM", *extra.split()])
     entries: List[SsEntry] = []
     cur: Optional[SsEntry] = None
     for line in txt.splitlines():
@@ -216,9 +217,10 @@ def connections(ns: Optional[str] = None) -> List[MptcpConnection]:
     """The MPTCP connections in ``ns`` (None: this process's namespace) with their subflows,
     from ``ss -tinHM``: subflows are matched to their connection by the local token
     (``tcp-ulp-mptcp ... token:<remote>(id:R)/<local>(id:L)``); a subflow's interface is
-    the one it is bound to, else the one that holds its local address."""
+    the one it is bound to, else the one that holds its local address (``ip addr`` is
+    read only when there is a subflow to place: no subflow, no second process)."""
     entries = ss(ns)
-    ifaces = _addr_ifaces(ns)
+    ifaces: Optional[Dict[str, tuple]] = None
     conns: Dict[str, MptcpConnection] = {}
     for e in entries:
         if e.netid == "mptcp" and e.token:
@@ -229,6 +231,8 @@ def connections(ns: Optional[str] = None) -> List[MptcpConnection]:
         m = _SF_TOKEN.match(e.info.get("token", ""))
         if not m or m.group("loc") not in conns:
             continue
+        if ifaces is None:
+            ifaces = _addr_ifaces(ns)
         name, index = ifaces.get(e.local, (None, None))
         if e.dev:
             name = e.dev

@@ -26,21 +26,21 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import builtin_object
-from ..abi import (DEFAULT_PIN_ROOT, ENTRY_PROGRAMS, HOOK_KEY, HOOK_STAT, KINDS, MAX_GEN,
-                   MAX_HOOKS, SHARED_MAPS, STAGE_STAT, STATE, prog_key, stage_stat_index)
-from ..chain.sets import CLASSIFIED, SetParam
-from ..errors import ConfigError, EmptcpError, NotFoundError, VerifierError
-from ..bpf.links import Link, attach_tcx, attach_xdp, tcx_query
+from .. import DEFAULT_PIN_ROOT, builtin_object
+from ..abi import ENTRY_PROGRAMS, HOOK_KEY, KINDS, MAX_GEN, MAX_HOOKS, SHARED_MAPS, prog_key
+from ..chain.sets import SetParam
+from ..errors import ConfigError, EmptcpError, VerifierError
+from ..bpf.links import Link, attach_tcx, attach_xdp
 from ..bpf.maps import Map, MapType
 from ..bpf.objects import Object, ObjectSpec
 from ..bpf.pinning import MapPin, ObjectDescription, PinPolicy, open_object
 from ..bpf.programs import Program
 from .generation import PROG_ARRAYS, GenerationWriter, Written
 from . import instances
-from .pinroot import PinRoot, check_on_bpffs, locked, unpin
+from .pinroot import locked, unpin
 from . import features, tcattach
 from .rcu import wait_grace_period
+from .status import StatusReader, read_meta
 from ..chain.stages import HOOK_TYPE, StageSpec
 
 log = logging.getLogger("emptcp.engine")
@@ -57,7 +57,6 @@ SETTLED_S = 1.0
 #: fallback when the kernel cannot wait for a grace period (no membarrier)
 GRACE_S = 0.05
 _META_CHUNK = 4096
-stat_index = stage_stat_index
 
 
 @dataclass
@@ -67,7 +66,7 @@ class ApplyResult:
     summary: list[str]
 
 
-# ---- generation descriptions: JSON in a pinned array map -----------------------
+# ---- generation descriptions: JSON in a pinned array map (read_meta: runtime.status)
 def write_meta(path: str, doc: dict[str, Any]) -> None:
     raw = json.dumps(doc, sort_keys=True).encode()
     chunks = [raw[i:i + _META_CHUNK] for i in range(0, len(raw), _META_CHUNK)] or [b""]
@@ -81,28 +80,18 @@ def write_meta(path: str, doc: dict[str, Any]) -> None:
         os.replace(tmp, path)
 
 
-def read_meta(path: str) -> dict[str, Any] | None:
-    try:
-        m = Map.from_pin(path, key=int)
-    except NotFoundError:
-        return None
-    with m:
-        length = struct.unpack_from("I", m[0])[0]
-        raw = b"".join(m[i] for i in range(1, m.info.max_entries))[:length]
-    return json.loads(raw)
-
-
 def _sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class Engine:
-    """Apply, inspect and remove emptcp configurations under one pin root."""
+class Engine(StatusReader):
+    """Apply, inspect and remove emptcp configurations under one pin root (reading
+    them -- ``state()``, ``status()`` -- is :class:`~emptcp.runtime.status.StatusReader`'s)."""
 
     def __init__(self, pin_root: str = DEFAULT_PIN_ROOT,
                  progress: Callable[[str], None] | None = None) -> None:
-        self.pins = PinRoot(pin_root)
+        super().__init__(pin_root)
         self._progress = progress or (lambda step: None)
 
     # ---- shared maps ---------------------------------------------------------
@@ -120,22 +109,6 @@ class Engine:
         """The generation writer over the pinned shared maps (closed with ``stack``)."""
         return GenerationWriter({name: stack.enter_context(Map.from_pin(self.pins.map(name)))
                                  for name in SHARED_MAPS})
-
-    def _shared(self, name: str, **codec: Any) -> Map:
-        return Map.from_pin(self.pins.map(name), **codec)
-
-    def state(self) -> tuple[int, dict[str, Any]] | None:
-        """(active generation, its description) or None when nothing is applied."""
-        if not self.pins.exists() or not os.path.exists(self.pins.map("emptcp_state")):
-            return None
-        with self._shared("emptcp_state", key=int, value=STATE.format) as st:
-            gen, abi = st[0]
-        if abi == 0:  # never flipped: a first apply was interrupted before committing
-            return None
-        meta = read_meta(self.pins.gen(gen))
-        if meta is None or not meta.get("committed"):
-            return None
-        return gen, meta
 
     # ---- apply -------------------------------------------------------------
     def apply(self, resolved: Resolved, *, dry_run: bool = False) -> ApplyResult:
@@ -582,99 +555,6 @@ class Engine:
             with contextlib.suppress(OSError):
                 os.rmdir(d)
 
-    # ---- status -------------------------------------------------------------
-    def _owned_pins(self, doc: dict[str, Any] | None) -> set[str]:
-        """Names under links/ the configuration ``doc`` owns (a TC hook: the TCX link or
-        the cls_bpf marker, as ``doc`` attached it; either when ``doc`` does not say)."""
-        keep = set()
-        mech = (doc or {}).get("tc_attach")
-        for h in (doc or {}).get("resolved", {}).get("hooks", []):
-            if h["type"] == "xdp" or mech != "cls_bpf":
-                keep.add(os.path.basename(self.pins.link(h["type"], h["interface"])))
-            if h["type"] != "xdp" and mech != "tcx":
-                keep.add(tcattach.cls_pin_name(h["type"], h["ifindex"]))
-        return keep
-
-    def _stale_links(self, doc: dict[str, Any] | None) -> list[dict[str, Any]]:
-        """Attachment pins the active configuration does not own (an interrupted apply's)."""
-        stale = []
-        if os.path.isdir(self.pins.links):
-            for name in sorted(set(os.listdir(self.pins.links)) - self._owned_pins(doc)):
-                path = os.path.join(self.pins.links, name)
-                entry: dict[str, Any] = {"pin": path}
-                with contextlib.suppress(EmptcpError, OSError):
-                    if tcattach.parse_cls_pin(name):
-                        entry.update(tcattach.cls_info(path) or {})
-                    else:
-                        with Link.from_pin(path) as link:
-                            i = link.info
-                            entry.update(link_id=i.id, prog_id=i.prog_id, ifindex=i.ifindex)
-                stale.append(entry)
-        return stale
-
-    def status(self) -> dict[str, Any]:
-        check_on_bpffs(self.pins.root)
-        current = self.state()
-        out: dict[str, Any] = {"pin_root": self.pins.root, "applied": current is not None}
-        out["stale"] = self._stale_links(current[1] if current else None)
-        if current is None:
-            out["hooks"] = []
-            return out
-        gen, doc = current
-        out.update(generation=gen, applied_at=doc["applied_at"], digest=doc["digest"])
-        stage_stats = self._shared("emptcp_stage_stats", key=int, value=STAGE_STAT.format)
-        hook_stats = self._shared("emptcp_hook_stats", key=int, value=HOOK_STAT.format)
-        hooks = []
-        with stage_stats, hook_stats:
-            for h in doc["resolved"]["hooks"]:
-                hid = doc["hook_ids"][h["name"]]
-                hs = [sum(col) for col in zip(*hook_stats[hid])]
-                attached = self._attachment(h, doc.get("tc_attach"))
-                entry = dict(h, hook_id=hid, attached=attached,
-                             counters=dict(zip(("packets", "matched", "unmatched",
-                                                "missed_tail_calls", "errors"), hs)))
-                for pi, p in enumerate(entry["policies"]):
-                    for phase, key in ((0, "selectors"), (1, "actions")):
-                        for si, s in enumerate(p[key]):
-                            per_cpu = stage_stats[stat_index(hid, pi, phase, si)]
-                            pk, by, missed = (sum(c) for c in zip(*per_cpu))
-                            s["counters"] = {"packets": pk, "bytes": by,
-                                             "missed_tail_calls": missed}
-                            # built-in set selectors are lookups in the entry, not stages:
-                            # they have no counters of their own (the hook's matched and
-                            # unmatched count their outcome)
-                            s["classified"] = phase == 0 and s.get("plugin") == "builtin" \
-                                and s["use"] in CLASSIFIED
-                hooks.append(entry)
-        out["hooks"] = hooks
-        return out
-
-    def _attachment(self, h: dict[str, Any], mech: str | None = None) -> dict[str, Any] | None:
-        """How the hook ``h`` (a resolved hook of a generation description) is attached
-        now: its pinned XDP/TCX link, or its cls_bpf filter (looked at first when ``mech``,
-        the description's ``tc_attach``, says cls_bpf); None when it is not (a cls_bpf
-        marker whose filter is gone is not an attachment)."""
-        def link() -> dict[str, Any] | None:
-            link_path = self.pins.link(h["type"], h["interface"])
-            if not os.path.exists(link_path):
-                return None
-            with Link.from_pin(link_path) as lk:
-                i = lk.info
-                attached = {"mode": "xdp" if h["type"] == "xdp" else "tcx",
-                            "link_id": i.id, "prog_id": i.prog_id, "ifindex": i.ifindex}
-            if h["type"] != "xdp":
-                attached["tcx"] = _tcx_order(h["ifindex"], h["type"], i.id)
-            return attached
-
-        def cls() -> dict[str, Any] | None:
-            path = os.path.join(self.pins.links, tcattach.cls_pin_name(h["type"], h["ifindex"]))
-            if h["type"] == "xdp" or not os.path.exists(path):
-                return None
-            info = tcattach.cls_info(path)
-            return info if tcattach.cls_running(info) else None
-        first, second = (cls, link) if mech == "cls_bpf" else (link, cls)
-        return first() or second()
-
     def _hooks_to_repair(self, doc: dict[str, Any]) -> dict[str, str]:
         """{hook name: why} for the hooks of ``doc`` whose attachment is not what ``doc``
         says: none at all (an apply killed while it re-placed one, a filter removed by
@@ -777,16 +657,6 @@ def stage_context(resolved: Resolved, path: str, uses: list[tuple[str, StageSpec
                 else f"loading {path} failed")
         tail = "\n".join(getattr(e, "log", "").strip().splitlines()[-12:]) or str(e)
         raise StageLoadError(f"{head}: {what}:\n{tail}", e) from e
-
-
-def _tcx_order(ifindex: int, hook_type: str, link_id: int) -> dict[str, Any] | None:
-    """Where emptcp's link runs among the TCX programs of its hook (0 = first)."""
-    try:
-        progs = tcx_query(ifindex, hook_type.split("-", 1)[1])
-    except (EmptcpError, OSError):
-        return None
-    index = next((n for n, p in enumerate(progs) if p.link_id == link_id), None)
-    return {"index": index, "count": len(progs), "prog_ids": [p.prog_id for p in progs]}
 
 
 def diff_summary(old: dict[str, Any] | None, new: Resolved) -> list[str]:

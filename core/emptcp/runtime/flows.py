@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .. import abi
+from .. import DEFAULT_PIN_ROOT, abi
 from ..chain.sets import PREFIX_DIMS
 from ..errors import ConfigError, EmptcpError
 from .entries import RUNTIME_STAGES, entries_param, entry_of, keys_of
@@ -55,7 +55,7 @@ class _Hook:
 class Flows:
     """Run-time entries under one pin root (the same one ``emptcp apply`` used)."""
 
-    def __init__(self, pin_root: str = abi.DEFAULT_PIN_ROOT) -> None:
+    def __init__(self, pin_root: str = DEFAULT_PIN_ROOT) -> None:
         from .engine import Engine
         self.engine = Engine(pin_root)
 
