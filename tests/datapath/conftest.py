@@ -57,6 +57,15 @@ def datapath(objdir):
 
 
 @pytest.fixture
+def unfused(dp):
+    """The data path with one instance per action, no fused runs of built-in actions
+    (tests of how instances chain and are shared; test_fused.py: fused runs)."""
+    dp.fuse = False
+    yield dp
+    dp.fuse = True
+
+
+@pytest.fixture
 def dp(datapath):
     datapath.clear_stats()
     return datapath

@@ -131,8 +131,8 @@ def instance_key(dp, gen, htype, stage):
     return inst.key.to_bytes(4, "little")
 
 
-def test_missing_stage_counts_missed_tail_call(dp):
-    hook = HOOK_XDP
+def test_missing_stage_counts_missed_tail_call(unfused):
+    dp, hook = unfused, HOOK_XDP
     hooks = [HookPolicies(hook, "xdp", [PolicySpec([], [StageRef("count"), StageRef("drop")])])]
     apply(dp, 1, hooks)
     progs = dp.maps[PROG_ARRAYS["xdp"]]
@@ -204,8 +204,9 @@ def test_tc_verdicts_decided_and_undecided(dp, kind, hook):
 
 @pytest.mark.parametrize("kind,hook,undecided", [("xdp", HOOK_XDP, XDP_PASS),
                                                  ("tc-ingress", HOOK_TC_IN, TC_NEXT)])
-def test_missed_tail_call_is_no_verdict(dp, kind, hook, undecided):
+def test_missed_tail_call_is_no_verdict(unfused, kind, hook, undecided):
     """A stage that cannot run decides nothing: on TC the next program still runs."""
+    dp = unfused
     t = "xdp" if kind == "xdp" else "tc"
     hooks = [HookPolicies(hook, kind, [PolicySpec([], [StageRef("count"), StageRef("pass")])])]
     apply(dp, 1, hooks)

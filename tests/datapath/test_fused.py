@@ -18,7 +18,8 @@ from scapy.layers.l2 import Ether
 
 from emptcp import abi
 from emptcp.chain.compiler import (HookPolicies, PolicySpec, StageRef, encode_redirect,
-                                   encode_service, encode_set_recv_win, encode_tcp_opt_add)
+                                   encode_service, encode_set_recv_win, encode_tcp_opt_add,
+                                   encode_tcp_opt_del)
 from emptcp.runtime.generation import PROG_ARRAYS
 
 from .conftest import HOOK_TC_EG, HOOK_TC_IN, HOOK_XDP, LO
@@ -115,3 +116,26 @@ def test_verifier_keeps_only_the_runs_operations(dp, kind, hook):
     assert "bpf_skb_store_bytes" in window and "bpf_l4_csum_replace" in window
     assert "bpf_redirect" not in window
     assert PROG_ARRAYS["tc"]    # the instances live in the TC prog array
+
+
+@pytest.mark.parametrize("kind,hook", HOOKS)
+def test_missed_tail_call_after_a_fused_run(dp, kind, hook):
+    """The action after a fused run is missing from the prog array: the run's own stages
+    counted, the missing one counts the missed tail call (its position, cur + n), the
+    hook too, and the packet gets no verdict (the drop after it never runs)."""
+    htype = "xdp" if kind == "xdp" else "tc"
+    opt_del = StageRef("tcp_opt_del", encode_tcp_opt_del(253))
+    hooks = [HookPolicies(hook, kind, [PolicySpec([], [count(), win(9), opt_del,
+                                                       StageRef("drop")])])]
+    apply(dp, 1, hooks)
+    (victim,) = [i for i in dp.plans[1].instances[htype].values() if i.stage == "tcp_opt_del"]
+    dp.maps[PROG_ARRAYS[htype]].delete(victim.key.to_bytes(4, "little"))
+    try:
+        r = run(dp, kind, tcp4())
+        assert r.retval == (2 if kind == "xdp" else -1)           # XDP_PASS / TC_NEXT
+        assert Ether(r.data)[TCP].window == 9 and checksums_ok(r.data)
+        assert [stat(dp, hook, 0, ACT, s)["packets"] for s in range(4)] == [1, 1, 0, 0]
+        assert stat(dp, hook, 0, ACT, 2)["missed_tail_calls"] == 1
+        assert dp.hook_stats(hook)["missed_tail_calls"] == 1
+    finally:
+        apply(dp, 1, hooks)     # the missing instance is loaded again

@@ -31,15 +31,6 @@ from .helpers import ACT, apply, run, stat, tcp4
 KINDS = [("xdp", HOOK_XDP, XDP_PASS), ("tc-ingress", HOOK_TC_IN, TC_NEXT)]
 
 
-@pytest.fixture
-def unfused(dp):
-    """The data path with one instance per action (no fused runs of built-in actions):
-    what these tests check is how instances are shared (test_fused.py: fused runs)."""
-    dp.fuse = False
-    yield dp
-    dp.fuse = True
-
-
 def marker(n: int) -> bytes:
     """An experimental TCP option (kind 253) carrying ``n``: which action added it."""
     return bytes([253, 4, n, n])
