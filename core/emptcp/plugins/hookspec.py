@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from ..runtime.events import Event
     from ..chain.stages import StageSpec
     from ..mptcp.events import MptcpEvent
-    from .context import RunContext
 
 #: entry-point group and pluggy project name
 PROJECT = "emptcp"
@@ -92,7 +91,7 @@ def emptcp_stages() -> "list[StageSpec]":
 
 
 @hookspec_marker
-def emptcp_handle_event(event: "Event", run: "RunContext") -> Any:
+def emptcp_handle_event(event: "Event", run: Any) -> Any:
     """Handle one event from the data path.
 
     Called by ``emptcp run FILE`` -- the daemon: it applies FILE, then stays
@@ -133,7 +132,7 @@ def emptcp_handle_event(event: "Event", run: "RunContext") -> Any:
 
 
 @hookspec_marker
-def emptcp_handle_mptcp_event(event: "MptcpEvent", run: "RunContext") -> Any:
+def emptcp_handle_mptcp_event(event: "MptcpEvent", run: Any) -> Any:
     """Handle one event of the kernel's MPTCP path manager.
 
     Called by ``emptcp run FILE`` for every message of the ``mptcp_pm`` generic
