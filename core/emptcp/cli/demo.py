@@ -160,6 +160,25 @@ def _delta(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
     return d
 
 
+def _action_packets(status: Dict[str, Any]) -> Dict[str, Dict[str, int]]:
+    """{policy: {"a<i>:<action>": packets}} from ``emptcp status --json``."""
+    return {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
+                        for i, a in enumerate(p["actions"])}
+            for h in status.get("hooks", []) for p in h["policies"]}
+
+
+def _check_ran_and_intact(res: "Result", counters: Dict[str, Dict[str, int]], policy: str,
+                          srv_rep: List[dict], rep: dict) -> None:
+    """The checks every set_flow_priority scenario ends with: the stage ran, and the
+    download arrived whole (the server's bytes sent == the client's bytes received)."""
+    act = counters.get(policy, {}).get("a1:set_flow_priority", 0)
+    res.check(act > 0, "set_flow_priority stage ran", f"{act} packets")
+    sent = srv_rep[0].get("bytes_sent") if srv_rep else None
+    res.check(bool(rep.get("intact")) and sent == rep.get("bytes_received"),
+              "transfer intact (every byte the server sent arrived)",
+              f"{rep.get('bytes_received')} of {sent} bytes")
+
+
 @dataclass
 class Result:
     name: str
@@ -236,12 +255,7 @@ def _backup(res: Result, xdp: bool) -> None:
         res.check(s_before >= 0.2, "before: path 1 carried data", f"{s_before:.0%} of bytes")
         res.check(s_after <= 0.05, "after: path 1 carries (almost) nothing, path 0 the rest",
                   f"{s_after:.1%} of bytes")
-        act = counters.get("path1-backup", {}).get("a1:set_flow_priority", 0)
-        res.check(act > 0, "set_flow_priority stage ran", f"{act} packets")
-        sent = srv_rep[0].get("bytes_sent") if srv_rep else None
-        res.check(bool(rep.get("intact")) and sent == rep.get("bytes_received"),
-                  "transfer intact (every byte the server sent arrived)",
-                  f"{rep.get('bytes_received')} of {sent} bytes")
+        _check_ran_and_intact(res, counters, "path1-backup", srv_rep, rep)
 
 
 def _check_checksums(res: Result, client: tuple[dict, dict], server: tuple[dict, dict],
@@ -595,9 +609,7 @@ def _add_subflow(res: Result) -> None:
             with contextlib.suppress(Exception):
                 from ..runtime import api
                 api.detach(pin_root=pin_root, all=True)
-        counters = {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
-                                for i, a in enumerate(p["actions"])}
-                    for h in st.get("hooks", []) for p in h["policies"]}
+        counters = _action_packets(st)
         cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
         res.evidence.update(client_subflows=flows, client_delta=cd, server_delta=sd,
                             stage_counters=counters, subflows_before=before,
@@ -681,11 +693,8 @@ def _metered(res: Result) -> None:
             _wait(lambda: rx(0) - b0 > 1 << 20, 3)
             after = _window(rig, 1.0)
             n1c, n1s = rig.client.nstat(), rig.server.nstat()
-            counters = {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
-                                    for i, a in enumerate(p["actions"])}
-                        for h in json.loads(rig.client.out(exe + ["status", "--json",
-                                                                  "--pin-root", pin_root]))
-                        .get("hooks", []) for p in h["policies"]}
+            counters = _action_packets(json.loads(rig.client.out(
+                exe + ["status", "--json", "--pin-root", pin_root])))
         finally:
             with contextlib.suppress(Exception):
                 link("up")
@@ -723,12 +732,7 @@ def _metered(res: Result) -> None:
                   f"after {failover_s:.2f} s, {s_down:.1%}")
         res.check(back_s < 2 and s_after < 0.05, "path 0 back: traffic returns within 2 s",
                   f"after {back_s:.2f} s; metered path {s_after:.1%} afterwards")
-        act = counters.get("metered", {}).get("a1:set_flow_priority", 0)
-        res.check(act > 0, "set_flow_priority stage ran", f"{act} packets")
-        sent = srv_rep[0].get("bytes_sent") if srv_rep else None
-        res.check(bool(rep.get("intact")) and sent == rep.get("bytes_received"),
-                  "transfer intact (every byte the server sent arrived)",
-                  f"{rep.get('bytes_received')} of {sent} bytes")
+        _check_ran_and_intact(res, counters, "metered", srv_rep, rep)
 
 
 def _selectors(res: Result) -> None:
