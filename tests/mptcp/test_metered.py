@@ -55,6 +55,25 @@ def _share(win: list[int], i: int) -> float:
     return win[i] / sum(win) if sum(win) else 0.0
 
 
+def _start_run(r: Rig, path, pin_root: str) -> subprocess.Popen:
+    """``emptcp -v run`` of the policy file in the client namespace, once it has applied."""
+    daemon = r.client.popen([_emptcp(), "-v", "run", str(path), "--pin-root", pin_root,
+                             "--timeout", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = daemon.stdout.readline()
+    assert "applied" in line, f"emptcp run did not start: {line}{daemon.stderr.read()}"
+    return daemon
+
+
+def _stop_run(r: Rig, daemon: subprocess.Popen, pin_root: str) -> str:
+    """SIGTERM, then detach everything under ``pin_root``; what the daemon wrote."""
+    daemon.send_signal(signal.SIGTERM)
+    out, err = daemon.communicate(timeout=20)
+    subprocess.run(["nsenter", f"--net=/var/run/netns/{r.client.ns}", "--", _emptcp(),
+                    "detach", "--all", "--pin-root", pin_root], capture_output=True, timeout=60)
+    return out + err
+
+
 def test_metered_backup_failover_and_return(mptcp_kernel, mptcp_plugin, tmp_path):
     with Rig([PathSpec(rate="40mbit"), PathSpec(rate="40mbit")], prefix=f"{PREFIX}-met") as r:
         p0, p1 = r.paths
@@ -65,15 +84,11 @@ def test_metered_backup_failover_and_return(mptcp_kernel, mptcp_plugin, tmp_path
         path = tmp_path / "metered.toml"
         path.write_text(render("metered", r))
         pin_root = f"/sys/fs/bpf/{PREFIX}-metered-{uuid.uuid4().hex[:8]}"
-        daemon = r.client.popen([_emptcp(), "-v", "run", str(path), "--pin-root", pin_root,
-                                 "--timeout", "60"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        daemon = _start_run(r, path, pin_root)
         link = lambda state: kernel.run(C, "ip", "link", "set", p0.client_if, state)
-        failure, out, err, entries_after = None, "", "", None
+        failure, entries_after = None, None
         srv = cli = None
         try:
-            line = daemon.stdout.readline()
-            assert "applied" in line, f"emptcp run did not start: {line}{daemon.stderr.read()}"
             cap = r.server.capture(p1.server_if, f"tcp and src host {p1.client_addr}",
                                    snaplen=128)
             cap.start()
@@ -114,12 +129,9 @@ def test_metered_backup_failover_and_return(mptcp_kernel, mptcp_plugin, tmp_path
                     lambda: json.loads(kernel.run(C, _emptcp(), "flow", "list", "metered",
                                                   "--json", "--pin-root", pin_root)) == [],
                     10, "the selector entry removed after the connection closed")
-            daemon.send_signal(signal.SIGTERM)
-            out, err = daemon.communicate(timeout=20)
-            subprocess.run(["nsenter", f"--net=/var/run/netns/{C}", "--", _emptcp(), "detach",
-                            "--all", "--pin-root", pin_root], capture_output=True, timeout=60)
+            said = _stop_run(r, daemon, pin_root)
         if failure is not None:
-            raise AssertionError(f"{failure}\n emptcp run: {(out + err).strip()[-1500:]}")
+            raise AssertionError(f"{failure}\n emptcp run: {said.strip()[-1500:]}")
         pkts = cap.packets("tcp")
     prio = [p for p in pkts if MP_PRIO in p.mptcp_subtypes]
     facts = {"failover_s": round(failover_s, 3), "return_s": round(return_s, 3),
@@ -128,7 +140,7 @@ def test_metered_backup_failover_and_return(mptcp_kernel, mptcp_plugin, tmp_path
              **{k: delta(n0s, n1s, k) for k in ("MPTcpExtMPPrioRx", "MPTcpExtSubflowStale",
                                                 "MPTcpExtSubflowRecover", "TcpExtTCPTimeouts",
                                                 "TcpExtTCPLossProbes")},
-             "daemon": [ln for ln in (out + err).splitlines() if "metered:" in ln][-3:]}
+             "daemon": [ln for ln in said.splitlines() if "metered:" in ln][-3:]}
     print(json.dumps(facts, default=str))
     assert daemon.returncode == 0, facts
     # transfer integrity: the stream verified itself, and nothing was lost or added
@@ -152,3 +164,44 @@ def test_metered_backup_failover_and_return(mptcp_kernel, mptcp_plugin, tmp_path
     # the kernel's account of the failover and the return (the server's path-0 subflow)
     assert facts["MPTcpExtSubflowStale"] >= 1 and facts["MPTcpExtSubflowRecover"] >= 1, facts
     assert entries_after, "selector entries after close"
+
+
+def test_metered_first_subflow(mptcp_kernel, mptcp_plugin, tmp_path):
+    """A connection whose *first* subflow leaves over the metered interface (no join: the
+    client has no subflow endpoint): the ``established`` event selects it, the server
+    marks it backup and, having no other subflow, still sends on it; the data arrive."""
+    with Rig([PathSpec(rate="40mbit"), PathSpec(rate="40mbit")], prefix=f"{PREFIX}-met",
+             client_subflow=False) as r:
+        p1 = r.paths[1]
+        S = r.server.ns
+        path = tmp_path / "metered.toml"
+        path.write_text(render("metered", r))
+        pin_root = f"/sys/fs/bpf/{PREFIX}-metered-{uuid.uuid4().hex[:8]}"
+        daemon = _start_run(r, path, pin_root)
+        failure = None
+        try:
+            n0s = kernel.nstat(S)
+            srv = r.start_server()
+            cli = r.start_client(srv.port, path=1, forever=True, reverse=True, timeout=30)
+            flagged = wait_for(lambda: [s for s in kernel.subflows(S, srv.port)
+                                        if s.remote == p1.client_addr
+                                        and "B" in (s.mptcp_flags or "")], 10,
+                               f"ss: the server's (only) subflow to {p1.client_addr} is backup")
+            every = kernel.subflows(S, srv.port)
+            b = kernel.link(r.client.ns, p1.client_if)["rx_bytes"]
+            wait_for(lambda: kernel.link(r.client.ns, p1.client_if)["rx_bytes"] - b > 2 << 20,
+                     10, "the backup-only connection still carries 2 MiB")
+            n1s = kernel.nstat(S)
+            srv_rep = srv.stop()
+            rep = cli.result(20)
+        except AssertionError as e:
+            failure = e
+        finally:
+            said = _stop_run(r, daemon, pin_root)
+        if failure is not None:
+            raise AssertionError(f"{failure}\n emptcp run: {said.strip()[-1500:]}")
+    assert len(every) == 1 and "M" in flagged[0].mptcp_flags, [s.mptcp_flags for s in every]
+    assert delta(n0s, n1s, "MPTcpExtMPPrioRx") > 0
+    assert delta(n0s, n1s, "MPTcpExtMPJoinSynRx") == 0      # no join: the first subflow
+    assert rep.get("intact") and srv_rep and srv_rep[0].get("bytes_sent") == \
+        rep["bytes_received"], (srv_rep, rep)
