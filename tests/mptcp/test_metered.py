@@ -119,7 +119,13 @@ def test_metered_backup_failover_and_return(mptcp_kernel, mptcp_plugin, tmp_path
             back = _window_after(C, devs, 0, 4 << 20, 15, "path 0 carries 4 MiB more")
             n1s = kernel.nstat(S)
         except AssertionError as e:
-            failure = e
+            # what the kernel said at that moment: the server's subflows and counters
+            sfs = [f"{x.local}:{x.lport}->{x.remote}:{x.rport} {x.mptcp_flags} {x.info[:300]}"
+                   for x in kernel.subflows(S)]
+            now = kernel.nstat(S)
+            moved = {k: delta(n0s, now, k) for k in now if k.startswith(("MPTcpExt", "TcpExt"))
+                     and delta(n0s, now, k)}
+            failure = AssertionError(f"{e}\n server subflows: {sfs}\n server counters: {moved}")
         finally:
             kernel.run(C, "ip", "link", "set", p0.client_if, "up")
             srv_rep = srv.stop() if srv is not None else []
