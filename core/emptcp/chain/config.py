@@ -16,6 +16,9 @@ File format (see README "Configuration")::
     [services]
     web = [80, 443, "8000-8080"]
 
+    [plugins.mptcp.metered]     # settings of an installed plugin, kept as written; the
+    interfaces = ["wwan0"]      # plugin's run-time handlers read them (RunContext.settings)
+
     [[policy]]
     name = "web-backup"
     hook = "wan"
@@ -44,7 +47,7 @@ from .stages import HOOKS, StageSpec, validate_params
 __all__ = ["load_file", "parse_text", "resolve", "Resolved", "ResolvedHook", "ResolvedPolicy",
            "ResolvedStage", "LIMITS"]
 
-_TOP = {"hooks", "services", "policy"}
+_TOP = {"hooks", "services", "policy", "plugins"}
 _HOOK_KEYS = {"interface", "type", "mode", "position"}
 _POLICY_KEYS = {"name", "hook", "priority", "selectors", "actions"}
 _XDP_MODES = ("native", "generic")
@@ -163,7 +166,7 @@ def from_dict(data: dict[str, Any], loc: _Locator) -> Config:
     cfg = Config()
     unknown = set(data) - _TOP
     _expect(not unknown, loc, f"unknown top-level key(s): {', '.join(sorted(unknown))} "
-            f"(expected: hooks, services, policy)", sorted(unknown)[0] if unknown else "")
+            f"(expected: hooks, services, policy, plugins)", sorted(unknown)[0] if unknown else "")
     hooks = data.get("hooks", {})
     _expect(isinstance(hooks, dict), loc, "must be a table of named hooks", "hooks")
     for name, h in hooks.items():
@@ -196,6 +199,12 @@ def from_dict(data: dict[str, Any], loc: _Locator) -> Config:
         _expect(isinstance(ports, list) and len(ports) > 0, loc,
                 "a service is a non-empty list of ports or 'lo-hi' ranges", "services", name)
         cfg.services[name] = ports
+    settings = data.get("plugins", {})
+    _expect(isinstance(settings, dict), loc, "must be a table of [plugins.NAME] tables", "plugins")
+    for name, table in settings.items():
+        _expect(isinstance(table, dict), loc, f"[plugins.{name}] must be a table (the settings "
+                f"of the plugin {name!r})", "plugins", name)
+        cfg.plugins[name] = table
     policies = data.get("policy", [])
     _expect(isinstance(policies, list), loc, "use [[policy]] tables", "policy")
     names: set[str] = set()
@@ -297,6 +306,8 @@ class Resolved:
     def digest(self, objects: Mapping[str, str] | None = None) -> str:
         """Identity of this configuration (plus the content of the objects it loads)."""
         h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode())
+        if self.config.plugins:   # a changed [plugins.*] table is a changed configuration
+            h.update(json.dumps(self.config.plugins, sort_keys=True, default=str).encode())
         for path in sorted(objects or {}):
             h.update(objects[path].encode())  # type: ignore[index]
         return h.hexdigest()

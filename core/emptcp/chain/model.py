@@ -146,12 +146,15 @@ class Policy:
 
 
 class Config:
-    """Hooks, named services and policies: one configuration to apply."""
+    """Hooks, named services and policies: one configuration to apply; ``plugins``: the
+    ``[plugins.NAME]`` tables (settings of installed plugins, kept as written, read by
+    their handlers under ``emptcp run`` through :class:`emptcp.plugins.context.RunContext`)."""
 
     def __init__(self) -> None:
         self.hooks: dict[str, Hook] = {}
         self.services: dict[str, list[Any]] = {}
         self.policies: list[Policy] = []
+        self.plugins: dict[str, dict[str, Any]] = {}
 
     def hook(self, name: str, interface: str, type: str = "xdp",
              mode: str | None = None, position: str | None = None) -> "Config":
@@ -182,6 +185,8 @@ class Config:
                             for h in self.hooks.values()}
         if self.services:
             out["services"] = {k: list(v) for k, v in self.services.items()}
+        if self.plugins:
+            out["plugins"] = copy.deepcopy(self.plugins)
         out["policy"] = []
         for p in self.policies:
             entry: dict[str, Any] = {"name": p.name, "hook": p.hook, "priority": p.priority}

@@ -97,8 +97,11 @@ def _packed(stage: str, what: str, text: Any) -> tuple[int, bytes]:
         return a.version, addr16(a)
 
 
-def tcp4tuple_set(entries: Iterable[tuple[str, int, str, int]]) -> SetParam:
-    """Connections (local addr, local port, remote addr, remote port), seen from this host."""
+def tcp4tuple_set(entries: Iterable[tuple[str, int, str, int]],
+                  allow_empty: bool = False) -> SetParam:
+    """Connections (local addr, local port, remote addr, remote port), seen from this host.
+    ``allow_empty``: a set that only run-time entries fill (TOML ``entries = []``); it
+    selects nothing until :meth:`emptcp.runtime.flows.Flows.add` gives it keys."""
     keys = set()
     for i, e in enumerate(entries):
         try:
@@ -115,8 +118,9 @@ def tcp4tuple_set(entries: Iterable[tuple[str, int, str, int]]) -> SetParam:
         if not (type(rp) is int and 0 <= rp <= 65535):
             _port("tcp4tuple", "remote_port", rp)
         keys.add((lf, la, lp, ra, rp))
-    if not keys:
-        raise ValueError("tcp4tuple: needs at least one connection")
+    if not keys and not allow_empty:
+        raise ValueError("tcp4tuple: needs at least one connection (entries = [] for a set "
+                         "that only run-time entries fill)")
     return SetParam("tcp4tuple", ((("flow", frozenset(keys)),),))
 
 

@@ -160,6 +160,25 @@ def _delta(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
     return d
 
 
+def _action_packets(status: Dict[str, Any]) -> Dict[str, Dict[str, int]]:
+    """{policy: {"a<i>:<action>": packets}} from ``emptcp status --json``."""
+    return {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
+                        for i, a in enumerate(p["actions"])}
+            for h in status.get("hooks", []) for p in h["policies"]}
+
+
+def _check_ran_and_intact(res: "Result", counters: Dict[str, Dict[str, int]], policy: str,
+                          srv_rep: List[dict], rep: dict) -> None:
+    """The checks every set_flow_priority scenario ends with: the stage ran, and the
+    download arrived whole (the server's bytes sent == the client's bytes received)."""
+    act = counters.get(policy, {}).get("a1:set_flow_priority", 0)
+    res.check(act > 0, "set_flow_priority stage ran", f"{act} packets")
+    sent = srv_rep[0].get("bytes_sent") if srv_rep else None
+    res.check(bool(rep.get("intact")) and sent == rep.get("bytes_received"),
+              "transfer intact (every byte the server sent arrived)",
+              f"{rep.get('bytes_received')} of {sent} bytes")
+
+
 @dataclass
 class Result:
     name: str
@@ -236,12 +255,7 @@ def _backup(res: Result, xdp: bool) -> None:
         res.check(s_before >= 0.2, "before: path 1 carried data", f"{s_before:.0%} of bytes")
         res.check(s_after <= 0.05, "after: path 1 carries (almost) nothing, path 0 the rest",
                   f"{s_after:.1%} of bytes")
-        act = counters.get("path1-backup", {}).get("a1:set_flow_priority", 0)
-        res.check(act > 0, "set_flow_priority stage ran", f"{act} packets")
-        sent = srv_rep[0].get("bytes_sent") if srv_rep else None
-        res.check(bool(rep.get("intact")) and sent == rep.get("bytes_received"),
-                  "transfer intact (every byte the server sent arrived)",
-                  f"{rep.get('bytes_received')} of {sent} bytes")
+        _check_ran_and_intact(res, counters, "path1-backup", srv_rep, rep)
 
 
 def _check_checksums(res: Result, client: tuple[dict, dict], server: tuple[dict, dict],
@@ -608,9 +622,7 @@ def _add_subflow(res: Result) -> None:
             with contextlib.suppress(Exception):
                 from ..runtime import api
                 api.detach(pin_root=pin_root, all=True)
-        counters = {p["name"]: {f"a{i}:{a['use']}": a["counters"]["packets"]
-                                for i, a in enumerate(p["actions"])}
-                    for h in st.get("hooks", []) for p in h["policies"]}
+        counters = _action_packets(st)
         cd, sd = _delta(n0c, n1c), _delta(n0s, n1s)
         res.evidence.update(client_subflows=flows, client_delta=cd, server_delta=sd,
                             stage_counters=counters, subflows_before=before,
@@ -635,6 +647,105 @@ def _add_subflow(res: Result) -> None:
         res.check(not any(bad.values()), "no subflow reset (DSSNotMatching, MPRstTx/Rx +0 both sides)",
                   bad)
         res.check(bool(rep.get("intact")), "transfer intact", f"{rep.get('bytes_sent')} bytes")
+
+
+#: peer-side settings of the metered scenario's server: a subflow is stale (and a backup
+#: one used) after 1 retransmission timeout without progress instead of 4, and the RTO
+#: backs off to at most 1 s, so the preferred path's return is noticed within about 1 s
+METERED_SERVER_SYSCTLS = {"net.mptcp.stale_loss_cnt": 1, "net.ipv4.tcp_rto_max_ms": 1000}
+
+
+def _metered(res: Result) -> None:
+    """Path 1 metered: its subflow is made backup as it joins (``emptcp run``, path-manager
+    events); path 0 goes down mid-download and comes back."""
+    import subprocess
+    from ..rig import PathSpec
+    with _rig(paths=[PathSpec(rate="40mbit"), PathSpec(rate="40mbit")]) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
+        for k, v in METERED_SERVER_SYSCTLS.items():
+            rig.server.sysctl(k, v)
+        p0, p1 = rig.paths
+        path = os.path.join(tmp, "metered.toml")
+        with open(path, "w") as f:
+            f.write(render("metered", rig))
+        pin_root = f"/sys/fs/bpf/emptcp-demo-metered-{uuid.uuid4().hex[:6]}"
+        exe = [sys.executable, "-m", "emptcp"]
+        daemon = rig.client.popen(exe + ["-v", "run", path, "--pin-root", pin_root,
+                                         "--timeout", str(int(_t(25)))],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        srv = cli = None
+        rx = lambda i: rig.paths[i].bytes()["client_rx"]
+        link = lambda state: rig.client.run(["ip", "link", "set", p0.client_if, state])
+        try:
+            line = daemon.stdout.readline()
+            if "applied" not in line:
+                raise RuntimeError(f"emptcp run did not start: {line}{daemon.stderr.read()}")
+            n0c, n0s = rig.client.nstat(), rig.server.nstat()
+            srv = rig.start_server()
+            cli = rig.start_client(srv.port, forever=True, reverse=True, timeout=30)
+            prio = _wait(_nstat_moved(rig.server, "MPTcpExtMPPrioRx"), 5)
+            # what path 1 received before the flag took effect drains while path 0 moves 1 MiB
+            b0 = rx(0)
+            _wait(lambda: rx(0) - b0 > 1 << 20, 3)
+            up = _window(rig, 1.5)
+            srv_flows = _flows(rig.server)
+            entries = json.loads(rig.client.out(exe + ["flow", "list", "metered", "--json",
+                                                       "--pin-root", pin_root]) or "[]")
+            # the preferred path goes down mid-transfer ...
+            link("down")
+            t_down, b1 = time.monotonic(), rx(1)
+            _wait(lambda: rx(1) - b1 > 256 << 10, 5)
+            failover_s = time.monotonic() - t_down
+            down = _window(rig, 1.0)
+            # ... and comes back
+            link("up")
+            t_up, b0 = time.monotonic(), rx(0)
+            _wait(lambda: rx(0) - b0 > 256 << 10, 5)
+            back_s = time.monotonic() - t_up
+            b0 = rx(0)
+            _wait(lambda: rx(0) - b0 > 1 << 20, 3)
+            after = _window(rig, 1.0)
+            n1c, n1s = rig.client.nstat(), rig.server.nstat()
+            counters = _action_packets(json.loads(rig.client.out(
+                exe + ["status", "--json", "--pin-root", pin_root])))
+        finally:
+            with contextlib.suppress(Exception):
+                link("up")
+            srv_rep = srv.stop() if srv is not None else []
+            rep = cli.result(20) if cli is not None else {}
+            with contextlib.suppress(Exception):
+                daemon.send_signal(signal.SIGTERM)
+                out, err = daemon.communicate(timeout=10)
+                res.evidence["daemon_output"] = [ln for ln in (out + err).splitlines()
+                                                 if "metered:" in ln][-4:]
+            with contextlib.suppress(Exception):
+                from ..runtime import api
+                api.detach(pin_root=pin_root, all=True)
+        share = lambda win: {"path0": win[0]["client_rx"], "path1": win[1]["client_rx"]}
+        res.evidence.update(
+            client_rx_bytes_both_up=share(up), client_rx_bytes_path0_down=share(down),
+            client_rx_bytes_path0_back=share(after), failover_s=round(failover_s, 2),
+            return_s=round(back_s, 2), selector_entries=entries, server_subflows=srv_flows,
+            client_mptcp_delta=_delta(n0c, n1c), server_mptcp_delta=_delta(n0s, n1s),
+            stage_counters=counters, server_sysctls=METERED_SERVER_SYSCTLS,
+            transfer={"intact": rep.get("intact"), "bytes": rep.get("bytes_received")})
+        res.check(bool(prio), "server received MP_PRIO (MPTcpExtMPPrioRx)",
+                  f"+{n1s.get('MPTcpExtMPPrioRx', 0) - n0s.get('MPTcpExtMPPrioRx', 0)}")
+        b = [f for f in srv_flows if f["remote"].startswith(p1.client_addr + ":")]
+        res.check(bool(b) and "B" in b[0]["flags"],
+                  f"server's subflow to {p1.client_addr} is backup (ss flag B)",
+                  b[0]["flags"] if b else "no subflow")
+        res.check(len(entries) == 1 and entries[0].get("local_addr") == p1.client_addr,
+                  "the selector holds that one subflow (its 4-tuple, added on sub_established)",
+                  entries)
+        s_up, s_down, s_after = (_share(w, "client_rx", 1) for w in (up, down, after))
+        res.check(s_up < 0.01, "both paths up: the metered path carries < 1 %", f"{s_up:.2%}")
+        res.check(failover_s < 2 and s_down > 0.95,
+                  "path 0 down: traffic on the metered path within 2 s, > 95 %",
+                  f"after {failover_s:.2f} s, {s_down:.1%}")
+        res.check(back_s < 2 and s_after < 0.05, "path 0 back: traffic returns within 2 s",
+                  f"after {back_s:.2f} s; metered path {s_after:.1%} afterwards")
+        _check_ran_and_intact(res, counters, "metered", srv_rep, rep)
 
 
 def _selectors(res: Result) -> None:
@@ -773,6 +884,9 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in [
              lambda r: _no_mptcp(r, True)),
     Scenario("add-subflow", "userspace PM + `emptcp run`: emptcp opens the second subflow",
              _add_subflow),
+    Scenario("metered", "`emptcp run`: subflows over the metered path 1 become backup as "
+             "they join (MP_PRIO per subflow); path 0 down -> failover, back -> return",
+             _metered),
     Scenario("selectors", "service / mptcp_subtype / ip_pair select only their flows "
              "(built-ins)", _selectors, needs_plugin=False),
     Scenario("mixed", "selector+count+set_flow_priority+set_recv_win re-applied 50 times "

@@ -391,12 +391,16 @@ def cmd_run(args: argparse.Namespace) -> int:
           flush=True)
     deadline = time.monotonic() + args.timeout if args.timeout else None
 
+    from ..plugins.context import RunContext
+    run = RunContext(args.pin_root)
+
     def handle(ev: Any) -> None:
         # each plugin's handler runs even if another one raises; failures are logged
-        plugins.handle_event(ev, on_error=lambda err: log.error("%s", err))
+        plugins.handle_event(ev, on_error=lambda err: log.error("%s", err), run=run)
 
     def handle_mptcp(ev: Any) -> None:
-        for name, r in plugins.handle_mptcp_event(ev, on_error=lambda err: log.error("%s", err)):
+        for name, r in plugins.handle_mptcp_event(ev, on_error=lambda err: log.error("%s", err),
+                                                  run=run):
             log.info("plugin %s: %s", name, r)
     try:
         _event_loop(args.pin_root, handle,

@@ -83,7 +83,10 @@ def enc_tcp4tuple(p: dict[str, Any]) -> SetParam:
         missing = [k for k in _TUPLE_KEYS if e.get(k) is None]
         if missing:
             raise ConfigError(f"tcp4tuple: entry {i} lacks {', '.join(missing)}")
-    return tcp4tuple_set([tuple(e[k] for k in _TUPLE_KEYS) for e in rows])
+    # `entries = []` (written, not a file that turned out empty): a set of connections
+    # that only run-time entries fill (emptcp flow add, AppliedPolicy.select, handlers)
+    return tcp4tuple_set([tuple(e[k] for k in _TUPLE_KEYS) for e in rows],
+                         allow_empty=p.get("entries") == [])
 
 
 def enc_tcp2tuple(p: dict[str, Any]) -> SetParam:

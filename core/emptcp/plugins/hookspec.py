@@ -91,7 +91,7 @@ def emptcp_stages() -> "list[StageSpec]":
 
 
 @hookspec_marker
-def emptcp_handle_event(event: "Event") -> Any:
+def emptcp_handle_event(event: "Event", run: Any) -> Any:
     """Handle one event from the data path.
 
     Called by ``emptcp run FILE`` -- the daemon: it applies FILE, then stays
@@ -114,6 +114,15 @@ def emptcp_handle_event(event: "Event") -> Any:
     with the plugin's name and the loop goes on with the next plugin.
 
     :param event: the decoded event.
+    :param run: the running ``emptcp run`` (:class:`emptcp.plugins.context.RunContext`):
+        ``run.pin_root``; ``run.settings(plugin)``, the applied file's
+        ``[plugins.<plugin>]`` table (``{}`` if absent; read at each call, so a reload
+        is seen); ``run.policy(name)``, an applied policy whose set-valued selectors
+        (``tcp4tuple``, ``tcp2tuple``, ``service``) take run-time entries with
+        ``.select(i, **entry)`` / ``.unselect(i, **entry)`` / ``.entries(i)`` (no
+        reload; an ``entries = []`` tcp4tuple selector starts empty for this). Take
+        the argument only if you need it (hooks get their arguments by name).
+        ``None`` when a test calls the hook without one.
     :return: anything; ``PluginManager.handle_event(event)`` returns the
         non-``None`` results as ``(plugin, result)`` pairs. ``emptcp run``
         discards them (log what matters yourself, e.g. with ``logging``;
@@ -123,7 +132,7 @@ def emptcp_handle_event(event: "Event") -> Any:
 
 
 @hookspec_marker
-def emptcp_handle_mptcp_event(event: "MptcpEvent") -> Any:
+def emptcp_handle_mptcp_event(event: "MptcpEvent", run: Any) -> Any:
     """Handle one event of the kernel's MPTCP path manager.
 
     Called by ``emptcp run FILE`` for every message of the ``mptcp_pm`` generic
@@ -160,6 +169,11 @@ def emptcp_handle_mptcp_event(event: "MptcpEvent") -> Any:
     an exception is logged with the plugin's name without stopping the loop.
 
     :param event: the decoded path-manager event.
+    :param run: the running ``emptcp run``, as for :func:`emptcp_handle_event`
+        (pin root, ``[plugins.<name>]`` settings, ``run.policy(name).select(...)``).
+        emptcp-mptcp's ``metered`` policy is built on this: on ``sub_established``
+        over a metered interface it selects the subflow's 4-tuple, on
+        ``sub_closed``/``closed`` it removes it again.
     :return: anything; ``PluginManager.handle_mptcp_event(event)`` returns the
         non-``None`` results as ``(plugin, result)`` pairs; ``emptcp run``
         logs them at INFO (``emptcp -v run FILE``).

@@ -285,30 +285,33 @@ class PluginManager:
         return out
 
     def handle_event(self, event: Any,
-                     on_error: Callable[[PluginError], None] | None = None) -> list[tuple[str, Any]]:
+                     on_error: Callable[[PluginError], None] | None = None,
+                     run: Any = None) -> list[tuple[str, Any]]:
         """Give ``event`` to every plugin's emptcp_handle_event; return (plugin, result) pairs.
 
-        A plugin that raises is reported through ``on_error`` (default: ignored)
-        and the others still run.
+        ``run`` (an :class:`emptcp.plugins.context.RunContext`) goes to the handlers that
+        take an argument named ``run``. A plugin that raises is reported through
+        ``on_error`` (default: ignored) and the others still run.
         """
-        return self._dispatch("emptcp_handle_event", event, on_error)
+        return self._dispatch("emptcp_handle_event", event, on_error, run)
 
-    def handle_mptcp_event(self, event: Any, on_error: Callable[[PluginError], None] | None = None
-                           ) -> list[tuple[str, Any]]:
+    def handle_mptcp_event(self, event: Any, on_error: Callable[[PluginError], None] | None = None,
+                           run: Any = None) -> list[tuple[str, Any]]:
         """Give a path-manager event (:class:`emptcp.mptcp.events.MptcpEvent`) to every
         plugin's emptcp_handle_mptcp_event; same contract as :meth:`handle_event`."""
-        return self._dispatch("emptcp_handle_mptcp_event", event, on_error)
+        return self._dispatch("emptcp_handle_mptcp_event", event, on_error, run)
 
     def wants(self, hook: str) -> bool:
         """Whether any registered plugin implements ``hook``."""
         return bool(self._impls(hook))
 
-    def _dispatch(self, hook: str, event: Any,
-                  on_error: Callable[[PluginError], None] | None) -> list[tuple[str, Any]]:
+    def _dispatch(self, hook: str, event: Any, on_error: Callable[[PluginError], None] | None,
+                  run: Any = None) -> list[tuple[str, Any]]:
         results = []
+        given = {"event": event, "run": run}
         for name, fn, argnames in self._impls(hook):
             try:
-                r = fn(**{a: event for a in argnames if a == "event"})
+                r = fn(**{a: given[a] for a in argnames if a in given})
             except Exception as e:
                 if on_error:
                     info = self.infos.get(name)

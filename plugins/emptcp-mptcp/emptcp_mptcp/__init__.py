@@ -13,6 +13,12 @@ Actions (XDP, tc-ingress, tc-egress):
   promoted once established (see :func:`emptcp_mptcp.pm.open_subflow`).
 - ``record`` (subtype: int = -1): emit an event with the MPTCP option of that
   subtype (-1: any) of every packet that carries one.
+
+Policies driven by the path manager's events under ``emptcp run``:
+
+- ``metered`` (``[plugins.mptcp.metered] interfaces = [...]``): subflows joining over
+  a metered interface become backup (their 4-tuple is added to a ``tcp4tuple`` selector
+  in front of ``set_flow_priority``), see :mod:`emptcp_mptcp.metered`.
 """
 from __future__ import annotations
 
@@ -90,14 +96,18 @@ def emptcp_handle_event(event):
 
 
 @hookimpl
-def emptcp_handle_mptcp_event(event):
-    """Report the path manager's events (``emptcp -v run`` logs them at INFO): one line
-    with the event, the connection token and the subflow's ends."""
+def emptcp_handle_mptcp_event(event, run):
+    """The ``metered`` policy (:mod:`emptcp_mptcp.metered`, configured by
+    ``[plugins.mptcp.metered]``): subflows joining over metered interfaces are added to
+    its selector, removed when they close. Otherwise report the path manager's events
+    (``emptcp -v run`` logs them at INFO): the event, its token and the subflow's ends."""
     if not getattr(event, "type", "").startswith(("created", "established", "closed",
                                                   "announced", "removed", "sub_",
                                                   "listener_")):
         return None
-    return f"mptcp event {event}"
+    from .metered import handle
+    done = handle(event, run)
+    return f"mptcp event {event}" + (f"; {done}" if done else "")
 
 
 @hookimpl
