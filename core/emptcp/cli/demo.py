@@ -757,7 +757,6 @@ def _selectors(res: Result) -> None:
             pol.apply("selectors", rig, port=srv_a.port, port2=srv_b.port, port3=port3)
             steps = {}
             c0 = pol.counters()
-            rb = rig.transfer  # noqa: F841
             cb = rig.start_client(srv_b.port, nbytes=4 << 20, timeout=10)
             rep_b = cb.result(15)
             srv_b.results(5)
@@ -950,10 +949,10 @@ def _main_thread() -> bool:
 
 def _print(res: Result, out=sys.stdout) -> None:
     w = out.write
-    w(f"\n== evidence ==\n")
+    w("\n== evidence ==\n")
     for k, v in res.evidence.items():
         w(f"  {k}: {json.dumps(v, default=str)}\n")
-    w(f"\n== checks ==\n")
+    w("\n== checks ==\n")
     for c in res.checks:
         w(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['what']}" + (f": {c['detail']}" if c["detail"] else "")
           + "\n")
