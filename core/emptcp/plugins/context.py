@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import abi
+from .. import DEFAULT_PIN_ROOT
 
 __all__ = ["RunContext"]
 
@@ -27,7 +27,7 @@ class RunContext:
     """The running ``emptcp run``: its pin root, the applied configuration's plugin
     settings, and the applied policies' run-time selector entries."""
 
-    def __init__(self, pin_root: str = abi.DEFAULT_PIN_ROOT) -> None:
+    def __init__(self, pin_root: str = DEFAULT_PIN_ROOT) -> None:
         #: the bpffs directory ``emptcp run --pin-root`` applied under
         self.pin_root = pin_root
 
