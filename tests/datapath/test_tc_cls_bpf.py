@@ -10,6 +10,7 @@ failed apply leave no filter behind (checked with the kernel's own filter query)
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -389,7 +390,13 @@ def test_switching_the_attach_mechanism_leaves_one_attachment(veth_ns, tmp_path,
     finally:
         with netns.enter(ns):
             api.detach(pin_root=pin_root, all=True)
-    assert kinds() == (0, 0) and not os.path.exists(pin_root)
+    assert not os.path.exists(pin_root)
+    # the TCX link goes when its pin's last reference is dropped, which the kernel may
+    # finish just after unlink returns (seen once in a full-suite run: still listed)
+    deadline = time.monotonic() + 5
+    while kinds() != (0, 0):
+        assert time.monotonic() < deadline, f"still attached 5 s after detach: {kinds()}"
+        time.sleep(0.01)
 
 
 def test_two_pin_roots_on_one_hook_are_told_apart(veth_ns, cls_bpf, tmp_path):
