@@ -8,7 +8,6 @@ as ``emptcp apply``; the engine differs only in opening the maps from their pins
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Iterable, Mapping
 
@@ -19,15 +18,10 @@ from ..bpf.pinning import ObjectDescription, open_object
 from ..bpf.programs import Program
 from ..chain.compiler import HookPolicies
 from .generation import GenerationWriter, Written
-from .instances import (FUSED, ActionSource, InstancePlan, fused_source, install_instances,
-                        merge, plan_instances, sweep)
+from .instances import (FUSED, ActionSource, InstancePlan, file_sha256, fused_source,
+                        install_instances, merge, plan_instances, sweep)
 
 __all__ = ["Datapath"]
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class Datapath:
@@ -74,7 +68,7 @@ class Datapath:
         found = {t: obj.programs[p] for t, p in names.items() if p in obj.programs}
         if not found:
             raise ValueError(f"{path}: no program {' or '.join(names.values())}")
-        digest = _sha256(path)
+        digest = file_sha256(path)
         for t, prog in found.items():
             self.stages[(name, t)] = prog
             self.sources[(name, t)] = ActionSource(path, names[t], digest)

@@ -16,7 +16,6 @@ the next command cleans up what the failed one left. A lock serialises applies.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -80,11 +79,6 @@ def write_meta(path: str, doc: dict[str, Any]) -> None:
         os.replace(tmp, path)
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 class Engine(StatusReader):
     """Apply, inspect and remove emptcp configurations under one pin root (reading
     them -- ``state()``, ``status()`` -- is :class:`~emptcp.runtime.status.StatusReader`'s)."""
@@ -117,7 +111,7 @@ class Engine(StatusReader):
 
     def _apply(self, resolved: Resolved, dry_run: bool) -> ApplyResult:
         objects = self._stage_objects(resolved)
-        hashes = {p: _sha256(p) for p in objects}
+        hashes = {p: instances.file_sha256(p) for p in objects}
         digest = resolved.digest(hashes)
         current = self.state()
         old = current[1] if current else None

@@ -37,7 +37,7 @@ from ..errors import EmptcpError, NotFoundError
 from .generation import PROG_ARRAYS
 
 __all__ = ["ActionSource", "InstanceSpec", "InstancePlan", "plan_instances", "FUSED",
-           "fusable", "fused_source",
+           "fusable", "fused_source", "file_sha256",
            "install_instances", "remove", "sweep", "merge", "Keys"]
 
 #: program type -> {digest: instance number}, what a generation's description stores
@@ -197,16 +197,18 @@ def fused_source(htype: str, path: str | None = None) -> ActionSource:
     for the ``sources`` of :func:`plan_instances` under (FUSED, htype)."""
     from .. import builtin_object
     path = path or builtin_object("fused")
-    return ActionSource(path, f"emptcp_fused_{htype}", _file_sha256(path))
+    return ActionSource(path, f"emptcp_fused_{htype}", file_sha256(path))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """SHA-256 of an object file, read once per (path, mtime, size): what names its
+    programs' instances and lets an apply reuse verified programs."""
     st = os.stat(path)
     return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
